@@ -1,0 +1,548 @@
+/* config: chatmail.ini with upstream's (serini) syntax.
+ *
+ * Written by hand rather than with libinih: Debian builds libinih with ';'
+ * inline comments, multi-line continuation of indented lines and a 200-byte
+ * line limit, each of which would silently change values of an existing
+ * chatmail.ini that upstream filtermail reads correctly.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "buf.h"
+
+#define CONFIG_MAX_KEYS 1000
+
+enum config_type { CT_STRING, CT_HOST_IP, CT_PORT, CT_U64, CT_U32_NONZERO, CT_LIST, CT_LEVEL };
+
+struct config_key {
+    const char *name;
+    enum config_type type;
+    size_t offset;
+    const char *def; /* NULL: required (mail_domain) or computed (mailboxes_dir) */
+};
+
+#define K(name, type, field, def) {name, type, offsetof(struct config, field), def}
+
+static const struct config_key config_keys[] = {
+    K("mail_domain", CT_STRING, mail_domain, NULL),
+    K("mailboxes_dir", CT_STRING, mailboxes_dir, NULL),
+    K("filtermail_host", CT_HOST_IP, filtermail_host, "127.0.0.1"),
+    K("filtermail_smtp_port", CT_PORT, filtermail_smtp_port, "10080"),
+    K("filtermail_smtp_port_incoming", CT_PORT, filtermail_smtp_port_incoming, "10081"),
+    K("filtermail_http_port_incoming", CT_PORT, filtermail_http_port_incoming, "10082"),
+    K("filtermail_lmtp_port_transport", CT_PORT, filtermail_lmtp_port_transport, "10083"),
+    K("postfix_host", CT_STRING, postfix_host, "127.0.0.1"),
+    K("postfix_reinject_port", CT_PORT, postfix_reinject_port, "10025"),
+    K("postfix_reinject_port_incoming", CT_PORT, postfix_reinject_port_incoming, "10026"),
+    K("max_message_size", CT_U64, max_message_size, "31457280"),
+    K("max_user_send_per_minute", CT_U32_NONZERO, max_user_send_per_minute, "60"),
+    K("max_user_send_burst_size", CT_U32_NONZERO, max_user_send_burst_size, "10"),
+    K("passthrough_senders", CT_LIST, passthrough_senders, ""),
+    K("passthrough_recipients", CT_LIST, passthrough_recipients, ""),
+    K("filtermail_milter_socket", CT_STRING, milter_socket,
+      "unix:/var/spool/postfix/filtermail/milter.sock"),
+    K("filtermail_outgoing_daemon_names", CT_LIST, outgoing_daemon_names, "ORIGINATING"),
+    K("filtermail_user", CT_STRING, user, "filtermail"),
+    K("filtermail_socket_group", CT_STRING, socket_group, "postfix"),
+    K("filtermail_log_level", CT_LEVEL, log_level, "info"),
+};
+
+#define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+/* The [params] pairs as read, before typing. */
+struct config_pair {
+    char *key;
+    char *value;
+};
+
+struct config_reader {
+    struct config_pair *pairs;
+    size_t n, cap;
+    char *err;
+    size_t errlen;
+    const char *origin;
+};
+
+static int config_error(struct config_reader *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int config_error(struct config_reader *r, const char *fmt, ...)
+{
+    va_list ap;
+    int n = snprintf(r->err, r->errlen, "%s: ", r->origin);
+    if (n < 0 || (size_t)n >= r->errlen)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(r->err + n, r->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* True when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates). */
+static bool config_valid_utf8(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 1;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n > len - i - 1)
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+static bool config_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+/* Trims [*s, *e) of surrounding whitespace. */
+static void config_trim(const char **s, const char **e)
+{
+    while (*s < *e && config_space(**s))
+        (*s)++;
+    while (*e > *s && config_space((*e)[-1]))
+        (*e)--;
+}
+
+static char *config_strndup(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p != NULL) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/* Copies a value with serini's escapes undone. */
+static char *config_unescape(const char *s, size_t n)
+{
+    char *out = malloc(n + 1), *o = out;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n) {
+            char c = s[i + 1], r;
+            switch (c) {
+            case '\\':
+                r = '\\';
+                break;
+            case 'n':
+                r = '\n';
+                break;
+            case 'r':
+                r = '\r';
+                break;
+            case 't':
+                r = '\t';
+                break;
+            case '"':
+                r = '"';
+                break;
+            case ';':
+                r = ';';
+                break;
+            case '#':
+                r = '#';
+                break;
+            default:
+                *o++ = '\\';
+                continue;
+            }
+            *o++ = r;
+            i++;
+        } else {
+            *o++ = s[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static void config_clear_pairs(struct config_reader *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->pairs[i].key);
+        free(r->pairs[i].value);
+    }
+    r->n = 0;
+}
+
+/* Records key = value of [params]; a repeated key keeps its last value. */
+static int config_set_pair(struct config_reader *r, const char *k, size_t kn, const char *v,
+                           size_t vn)
+{
+    char *value = config_unescape(v, vn);
+    if (value == NULL)
+        return config_error(r, "out of memory");
+    for (size_t i = 0; i < r->n; i++) {
+        if (strlen(r->pairs[i].key) == kn && memcmp(r->pairs[i].key, k, kn) == 0) {
+            free(r->pairs[i].value);
+            r->pairs[i].value = value;
+            return 0;
+        }
+    }
+    if (r->n == CONFIG_MAX_KEYS) {
+        free(value);
+        return config_error(r, "more than %d keys in [params]", CONFIG_MAX_KEYS);
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 32;
+        struct config_pair *p = realloc(r->pairs, cap * sizeof(*p));
+        if (p == NULL) {
+            free(value);
+            return config_error(r, "out of memory");
+        }
+        r->pairs = p;
+        r->cap = cap;
+    }
+    r->pairs[r->n].key = config_strndup(k, kn);
+    if (r->pairs[r->n].key == NULL) {
+        free(value);
+        return config_error(r, "out of memory");
+    }
+    r->pairs[r->n].value = value;
+    r->n++;
+    return 0;
+}
+
+/* Reads every line; fills r->pairs with the [params] section. Sets *seen_params. */
+static int config_scan(struct config_reader *r, const char *text, size_t len, bool *seen_params)
+{
+    const char *p = text, *end = text + len;
+    bool in_params = false;
+
+    *seen_params = false;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *s = p, *e = nl != NULL ? nl : end;
+        p = nl != NULL ? nl + 1 : end;
+
+        config_trim(&s, &e);
+        if (s == e || *s == ';' || *s == '#')
+            continue;
+        if (*s == '[' && e[-1] == ']' && e - s >= 2) {
+            /* The name between the brackets is not trimmed, as upstream. */
+            in_params = (e - s - 2 == 6 && memcmp(s + 1, "params", 6) == 0);
+            if (in_params) {
+                *seen_params = true;
+                config_clear_pairs(r);
+            }
+            continue;
+        }
+        const char *eq = memchr(s, '=', (size_t)(e - s));
+        if (eq == NULL || !in_params)
+            continue;
+        const char *ks = s, *ke = eq, *vs = eq + 1, *ve = e;
+        config_trim(&ks, &ke);
+        config_trim(&vs, &ve);
+        if (config_set_pair(r, ks, (size_t)(ke - ks), vs, (size_t)(ve - vs)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Parses a plain decimal (a leading '+' allowed, as upstream) up to max. */
+static int config_number(const char *s, uint64_t max, uint64_t *v_r)
+{
+    uint64_t v = 0;
+    if (*s == '+')
+        s++;
+    if (*s == '\0')
+        return -1;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t)(*s - '0'), &v))
+            return -1;
+    }
+    if (v > max)
+        return -1;
+    *v_r = v;
+    return 0;
+}
+
+static int config_split_list(const char *s, struct config_list *l)
+{
+    const char *p = s;
+    size_t n = 0;
+
+    l->items = NULL;
+    l->n = 0;
+    /* Split on spaces and tabs, ignoring empty items. */
+    for (const char *q = s; *q != '\0'; q++)
+        if (*q != ' ' && *q != '\t' && (q == s || q[-1] == ' ' || q[-1] == '\t'))
+            n++;
+    if (n == 0)
+        return 0;
+    l->items = calloc(n, sizeof(char *));
+    if (l->items == NULL)
+        return -1;
+    while (*p != '\0') {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '\0')
+            break;
+        const char *start = p;
+        while (*p != '\0' && *p != ' ' && *p != '\t')
+            p++;
+        l->items[l->n] = config_strndup(start, (size_t)(p - start));
+        if (l->items[l->n] == NULL)
+            return -1;
+        l->n++;
+    }
+    return 0;
+}
+
+static void config_free_list(struct config_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+bool config_list_has(const struct config_list *l, const char *item)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->items[i], item) == 0)
+            return true;
+    return false;
+}
+
+/* Stores one typed value into the struct. */
+static int config_apply(struct config_reader *r, struct config *cfg, const struct config_key *k,
+                        const char *value)
+{
+    void *field = (char *)cfg + k->offset;
+    uint64_t v;
+
+    switch (k->type) {
+    case CT_STRING:
+        if (*value == '\0')
+            return config_error(r, "invalid value for %s: empty", k->name);
+        break;
+    case CT_HOST_IP: {
+        unsigned char addr[16];
+        if (inet_pton(AF_INET, value, addr) != 1 && inet_pton(AF_INET6, value, addr) != 1)
+            return config_error(r, "invalid value for %s: %.200s (expected an IP address)",
+                                k->name, value);
+        break;
+    }
+    case CT_PORT:
+        if (config_number(value, 65535, &v) < 0 || v == 0)
+            return config_error(r, "invalid value for %s: %.200s (expected a port, 1-65535)",
+                                k->name, value);
+        *(uint16_t *)field = (uint16_t)v;
+        return 0;
+    case CT_U64:
+        if (config_number(value, UINT64_MAX, &v) < 0)
+            return config_error(r, "invalid value for %s: %.200s (expected a number of bytes)",
+                                k->name, value);
+        *(uint64_t *)field = v;
+        return 0;
+    case CT_U32_NONZERO:
+        if (config_number(value, UINT32_MAX, &v) < 0 || v == 0)
+            return config_error(r, "invalid value for %s: %.200s (expected a number above 0)",
+                                k->name, value);
+        *(uint32_t *)field = (uint32_t)v;
+        return 0;
+    case CT_LIST:
+        config_free_list(field);
+        if (config_split_list(value, field) < 0)
+            return config_error(r, "out of memory");
+        return 0;
+    case CT_LEVEL:
+        if (strcmp(value, "error") != 0 && strcmp(value, "warn") != 0 &&
+            strcmp(value, "info") != 0 && strcmp(value, "debug") != 0 &&
+            strcmp(value, "trace") != 0)
+            return config_error(
+                r, "invalid value for %s: %.200s (expected error, warn, info, debug or trace)",
+                k->name, value);
+        break;
+    }
+    char **s = field;
+    free(*s);
+    *s = strdup(value);
+    if (*s == NULL)
+        return config_error(r, "out of memory");
+    return 0;
+}
+
+static const char *config_lookup(const struct config_reader *r, const char *key)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->pairs[i].key, key) == 0)
+            return r->pairs[i].value;
+    return NULL;
+}
+
+int config_parse(const char *text, size_t len, const char *origin, struct config **cfg_r,
+                 char *err, size_t errlen)
+{
+    struct config_reader r = {.err = err, .errlen = errlen, .origin = origin};
+    struct config *cfg = NULL;
+    bool seen_params;
+    int rc = -1;
+
+    *cfg_r = NULL;
+    if (!config_valid_utf8((const unsigned char *)text, len)) {
+        config_error(&r, "not valid UTF-8");
+        goto out;
+    }
+    if (memchr(text, '\0', len) != NULL) {
+        config_error(&r, "contains a NUL byte");
+        goto out;
+    }
+    if (config_scan(&r, text, len, &seen_params) < 0)
+        goto out;
+    if (!seen_params) {
+        config_error(&r, "no [params] section");
+        goto out;
+    }
+    cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL) {
+        config_error(&r, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct config_key *k = &config_keys[i];
+        const char *value = config_lookup(&r, k->name);
+        if (value == NULL)
+            value = k->def;
+        if (value == NULL && strcmp(k->name, "mailboxes_dir") == 0)
+            continue; /* computed below from mail_domain */
+        if (value == NULL) {
+            config_error(&r, "missing key %s in [params]", k->name);
+            goto out;
+        }
+        if (config_apply(&r, cfg, k, value) < 0)
+            goto out;
+    }
+    if (cfg->mailboxes_dir == NULL) {
+        struct buf b;
+        buf_init(&b, 4096);
+        if (buf_puts(&b, "/home/vmail/mail/") < 0 || buf_puts(&b, cfg->mail_domain) < 0) {
+            buf_free(&b);
+            config_error(&r, "invalid value for mail_domain: too long");
+            goto out;
+        }
+        cfg->mailboxes_dir = b.data;
+    }
+    *cfg_r = cfg;
+    cfg = NULL;
+    rc = 0;
+out:
+    config_clear_pairs(&r);
+    free(r.pairs);
+    config_free(&cfg);
+    return rc;
+}
+
+int config_load(const char *path, struct config **cfg_r, char *err, size_t errlen)
+{
+    struct config_reader r = {.err = err, .errlen = errlen, .origin = path};
+    struct stat st;
+    char *text;
+    size_t len = 0;
+    int fd, rc;
+
+    *cfg_r = NULL;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return config_error(&r, "%s", strerror(errno));
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return config_error(&r, "%s", strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return config_error(&r, "not a regular file");
+    }
+    if (st.st_size > CONFIG_MAX_FILE_SIZE) {
+        close(fd);
+        return config_error(&r, "larger than %d bytes", CONFIG_MAX_FILE_SIZE);
+    }
+    text = malloc((size_t)st.st_size + 1);
+    if (text == NULL) {
+        close(fd);
+        return config_error(&r, "out of memory");
+    }
+    while (len < (size_t)st.st_size) {
+        ssize_t n = read(fd, text + len, (size_t)st.st_size - len);
+        if (n < 0) {
+            int e = errno;
+            free(text);
+            close(fd);
+            return config_error(&r, "%s", strerror(e));
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    rc = config_parse(text, len, path, cfg_r, err, errlen);
+    free(text);
+    return rc;
+}
+
+void config_free(struct config **cfgp)
+{
+    struct config *cfg = *cfgp;
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < NKEYS; i++) {
+        void *field = (char *)cfg + config_keys[i].offset;
+        switch (config_keys[i].type) {
+        case CT_STRING:
+        case CT_HOST_IP:
+        case CT_LEVEL:
+            free(*(char **)field);
+            break;
+        case CT_LIST:
+            config_free_list(field);
+            break;
+        default:
+            break;
+        }
+    }
+    free(cfg);
+    *cfgp = NULL;
+}

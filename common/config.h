@@ -1,0 +1,73 @@
+/* config: the relay's chatmail.ini, read the way upstream filtermail reads it.
+ *
+ * Only the [params] section is used. Syntax (upstream's serini rules, spec 2.1):
+ * lines split on LF (a trailing CR dropped) and trimmed; empty lines and lines
+ * starting with ';' or '#' are comments; there are no inline comments; `[name]`
+ * opens a section, and declaring one again discards its earlier keys; `key =
+ * value` splits at the first '=', both sides trimmed, quotes kept, escapes
+ * \\ \n \r \t \" \; \# undone; the last of repeated keys wins; unknown keys and
+ * other lines are ignored. The file must be UTF-8.
+ *
+ * Every program loads the same file through config_load(); the struct is
+ * immutable afterwards and may be shared by threads.
+ */
+#ifndef FILTERMAIL_CONFIG_H
+#define FILTERMAIL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The most a chatmail.ini may hold; a larger file is a configuration error. */
+#define CONFIG_MAX_FILE_SIZE (1024 * 1024)
+
+/* A space-separated list value (empty items ignored). */
+struct config_list {
+    char **items;
+    size_t n;
+};
+
+struct config {
+    /* Keys of upstream filtermail 0.7.4 (spec 2.2), with upstream's defaults. */
+    char *mail_domain;                       /* required */
+    char *mailboxes_dir;                     /* /home/vmail/mail/<mail_domain> */
+    char *filtermail_host;                   /* 127.0.0.1 (an IP address) */
+    uint16_t filtermail_smtp_port;           /* 10080 */
+    uint16_t filtermail_smtp_port_incoming;  /* 10081 */
+    uint16_t filtermail_http_port_incoming;  /* 10082 */
+    uint16_t filtermail_lmtp_port_transport; /* 10083 */
+    char *postfix_host;                      /* 127.0.0.1 */
+    uint16_t postfix_reinject_port;          /* 10025 */
+    uint16_t postfix_reinject_port_incoming; /* 10026 */
+    uint64_t max_message_size;               /* 31457280 */
+    uint32_t max_user_send_per_minute;       /* 60, nonzero */
+    uint32_t max_user_send_burst_size;       /* 10, nonzero */
+    /* Removed upstream in 0.7.0; kept here as optional exceptions (spec 4.8). */
+    struct config_list passthrough_senders;
+    struct config_list passthrough_recipients;
+
+    /* filtermail's own keys. */
+    char *milter_socket;                     /* filtermail_milter_socket */
+    struct config_list outgoing_daemon_names; /* filtermail_outgoing_daemon_names */
+    char *user;                              /* filtermail_user */
+    char *socket_group;                      /* filtermail_socket_group */
+    char *log_level;                         /* filtermail_log_level */
+};
+
+/* Reads and checks the file at path. Returns 0 and a new config in *cfg_r, or
+ * -1 with a message in err (at most errlen bytes, NUL-terminated) that names
+ * the file and, for a bad or missing value, the key. The caller prints it after
+ * "Failed to read config: " and exits 1. Free with config_free. */
+int config_load(const char *path, struct config **cfg_r, char *err, size_t errlen);
+
+/* As config_load, from text in memory; origin names it in messages. */
+int config_parse(const char *text, size_t len, const char *origin, struct config **cfg_r,
+                 char *err, size_t errlen);
+
+/* Frees the config and sets *cfg to NULL. NULL-safe. */
+void config_free(struct config **cfg);
+
+/* True when item is in the list (exact, case-sensitive comparison). */
+bool config_list_has(const struct config_list *l, const char *item);
+
+#endif

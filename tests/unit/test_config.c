@@ -1,0 +1,205 @@
+/* Tests for config.c: chatmail.ini as upstream reads it (spec 2, 13.1). */
+#include "config.h"
+#include "unit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct config *parse_ok(const char *text)
+{
+    char err[512];
+    struct config *c = NULL;
+    int rc = config_parse(text, strlen(text), "test.ini", &c, err, sizeof(err));
+    CHECKF(rc == 0, "parse failed: %s", err);
+    return c;
+}
+
+/* Expects an error whose message contains want. */
+static void parse_err(const char *text, const char *want)
+{
+    char err[512];
+    struct config *c = NULL;
+    int rc = config_parse(text, strlen(text), "test.ini", &c, err, sizeof(err));
+    CHECKF(rc < 0, "parse of [%s] succeeded, want error %s", text, want);
+    CHECK(c == NULL);
+    if (rc < 0)
+        CHECKF(strstr(err, want) != NULL, "error \"%s\" lacks \"%s\"", err, want);
+    config_free(&c);
+}
+
+static void test_defaults(void)
+{
+    struct config *c = parse_ok("[params]\nmail_domain = example.org\n");
+    if (c == NULL)
+        return;
+    CHECK_STR(c->mail_domain, "example.org");
+    CHECK_STR(c->mailboxes_dir, "/home/vmail/mail/example.org");
+    CHECK_STR(c->filtermail_host, "127.0.0.1");
+    CHECK_INT(c->filtermail_smtp_port, 10080);
+    CHECK_INT(c->filtermail_smtp_port_incoming, 10081);
+    CHECK_INT(c->filtermail_http_port_incoming, 10082);
+    CHECK_INT(c->filtermail_lmtp_port_transport, 10083);
+    CHECK_STR(c->postfix_host, "127.0.0.1");
+    CHECK_INT(c->postfix_reinject_port, 10025);
+    CHECK_INT(c->postfix_reinject_port_incoming, 10026);
+    CHECK_INT(c->max_message_size, 31457280);
+    CHECK_INT(c->max_user_send_per_minute, 60);
+    CHECK_INT(c->max_user_send_burst_size, 10);
+    CHECK_INT(c->passthrough_senders.n, 0);
+    CHECK_INT(c->passthrough_recipients.n, 0);
+    CHECK_STR(c->milter_socket, "unix:/var/spool/postfix/filtermail/milter.sock");
+    CHECK_INT(c->outgoing_daemon_names.n, 1);
+    CHECK(config_list_has(&c->outgoing_daemon_names, "ORIGINATING"));
+    CHECK_STR(c->user, "filtermail");
+    CHECK_STR(c->socket_group, "postfix");
+    CHECK_STR(c->log_level, "info");
+    config_free(&c);
+    CHECK(c == NULL);
+}
+
+static void test_values(void)
+{
+    struct config *c = parse_ok("; a comment\n"
+                                "root_key = ignored\n"
+                                "[other]\n"
+                                "mail_domain = wrong.example\n"
+                                "[params]\r\n"
+                                "  mail_domain=chat.example.org  \r\n"
+                                "  # indented comment\n"
+                                "mailboxes_dir = /srv/mail\n"
+                                "max_message_size = +1000\n"
+                                "filtermail_smtp_port = 20025\n"
+                                "passthrough_senders =  a@x  b@y \n"
+                                "passthrough_recipients = @example.org\n"
+                                "filtermail_outgoing_daemon_names = ORIGINATING SUBMISSION\n"
+                                "foo = bar\n"
+                                "filtermail_host = ::1\n"
+                                "max_user_send_burst_size = 3\n"
+                                "max_user_send_burst_size = 4\n");
+    if (c == NULL)
+        return;
+    CHECK_STR(c->mail_domain, "chat.example.org");
+    CHECK_STR(c->mailboxes_dir, "/srv/mail");
+    CHECK_INT(c->max_message_size, 1000);
+    CHECK_INT(c->filtermail_smtp_port, 20025);
+    CHECK_INT(c->passthrough_senders.n, 2);
+    CHECK(config_list_has(&c->passthrough_senders, "a@x"));
+    CHECK(config_list_has(&c->passthrough_senders, "b@y"));
+    CHECK(!config_list_has(&c->passthrough_senders, "c@z"));
+    CHECK_INT(c->passthrough_recipients.n, 1);
+    CHECK_INT(c->outgoing_daemon_names.n, 2);
+    CHECK_STR(c->filtermail_host, "::1");
+    CHECK_INT(c->max_user_send_burst_size, 4); /* the last of repeated keys wins */
+    config_free(&c);
+}
+
+static void test_serini_rules(void)
+{
+    struct config *c;
+
+    /* No inline comments: the value keeps the text after '#' or ';'. */
+    c = parse_ok("[params]\nmail_domain = a.example ; not a comment\n");
+    if (c != NULL)
+        CHECK_STR(c->mail_domain, "a.example ; not a comment");
+    config_free(&c);
+    /* Quotes are kept; escapes are undone. */
+    c = parse_ok("[params]\nmail_domain = \"x\"\nmailboxes_dir = /a\\;b\\#c\\\\d\\\"\n");
+    if (c != NULL) {
+        CHECK_STR(c->mail_domain, "\"x\"");
+        CHECK_STR(c->mailboxes_dir, "/a;b#c\\d\"");
+    }
+    config_free(&c);
+    /* An indented line is a key of its own, not a continuation. */
+    c = parse_ok("[params]\nmail_domain = a.example\n  max_message_size = 5\n");
+    if (c != NULL) {
+        CHECK_STR(c->mail_domain, "a.example");
+        CHECK_INT(c->max_message_size, 5);
+    }
+    config_free(&c);
+    /* Declaring [params] again discards its earlier keys. */
+    c = parse_ok("[params]\nmail_domain = a.example\nmax_message_size = 5\n"
+                 "[params]\nmail_domain = b.example\n");
+    if (c != NULL) {
+        CHECK_STR(c->mail_domain, "b.example");
+        CHECK_INT(c->max_message_size, 31457280);
+    }
+    config_free(&c);
+    /* Long lines are not truncated. */
+    char text[5000];
+    char dir[4000];
+    memset(dir, 'd', sizeof(dir) - 1);
+    dir[0] = '/';
+    dir[sizeof(dir) - 1] = '\0';
+    snprintf(text, sizeof(text), "[params]\nmail_domain = x\nmailboxes_dir = %s\n", dir);
+    c = parse_ok(text);
+    if (c != NULL)
+        CHECK_STR(c->mailboxes_dir, dir);
+    config_free(&c);
+    /* A file without a final newline. */
+    c = parse_ok("[params]\nmail_domain = x");
+    if (c != NULL)
+        CHECK_STR(c->mail_domain, "x");
+    config_free(&c);
+}
+
+static void test_errors(void)
+{
+    parse_err("mail_domain = x\n", "no [params] section");
+    parse_err("[params]\n", "missing key mail_domain");
+    parse_err("[ params ]\nmail_domain = x\n", "no [params] section");
+    parse_err("[params]\nmail_domain = x\nfiltermail_smtp_port = abc\n", "filtermail_smtp_port");
+    parse_err("[params]\nmail_domain = x\nfiltermail_smtp_port = 20025 # comment\n",
+              "filtermail_smtp_port");
+    parse_err("[params]\nmail_domain = x\nfiltermail_smtp_port = 70000\n", "filtermail_smtp_port");
+    parse_err("[params]\nmail_domain = x\nfiltermail_smtp_port = 0\n", "filtermail_smtp_port");
+    parse_err("[params]\nmail_domain = x\npostfix_reinject_port =\n", "postfix_reinject_port");
+    parse_err("[params]\nmail_domain = x\nmax_message_size = 99999999999999999999999\n",
+              "max_message_size");
+    parse_err("[params]\nmail_domain = x\nmax_message_size = -1\n", "max_message_size");
+    parse_err("[params]\nmail_domain = x\nmax_user_send_per_minute = 0\n",
+              "max_user_send_per_minute");
+    parse_err("[params]\nmail_domain = x\nmax_user_send_burst_size = 0\n",
+              "max_user_send_burst_size");
+    parse_err("[params]\nmail_domain = x\nfiltermail_host = localhost\n", "filtermail_host");
+    parse_err("[params]\nmail_domain = x\nfiltermail_log_level = loud\n", "filtermail_log_level");
+    parse_err("[params]\nmail_domain =\n", "mail_domain");
+    parse_err("[params]\nmail_domain = \xff\xfe\n", "UTF-8");
+    parse_err("[params]\nmail_domain = \xc0\xaf\n", "UTF-8"); /* overlong */
+}
+
+static void test_load(void)
+{
+    char err[512], path[] = "/tmp/filtermail-test-XXXXXX";
+    struct config *c = NULL;
+    int fd;
+
+    CHECK(config_load("/nonexistent/chatmail.ini", &c, err, sizeof(err)) < 0);
+    CHECK(strstr(err, "/nonexistent/chatmail.ini") != NULL);
+    CHECK(strstr(err, "No such file") != NULL);
+    CHECK(config_load("/tmp", &c, err, sizeof(err)) < 0);
+
+    fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    const char text[] = "[params]\nmail_domain = file.example\n";
+    CHECK(write(fd, text, sizeof(text) - 1) == (ssize_t)(sizeof(text) - 1));
+    close(fd);
+    CHECK(config_load(path, &c, err, sizeof(err)) == 0);
+    if (c != NULL)
+        CHECK_STR(c->mail_domain, "file.example");
+    config_free(&c);
+    unlink(path);
+}
+
+int main(void)
+{
+    UNIT_RUN(test_defaults);
+    UNIT_RUN(test_values);
+    UNIT_RUN(test_serini_rules);
+    UNIT_RUN(test_errors);
+    UNIT_RUN(test_load);
+    return unit_summary();
+}
