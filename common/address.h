@@ -1,0 +1,44 @@
+/* address: e-mail addresses as upstream filtermail extracts and splits them.
+ *
+ * address_extract() reproduces spec section 3.3: the input is lowercased
+ * (ASCII), leading "mail from:" / "rcpt to:" prefixes are stripped, the text is
+ * cut after the first '>', and the rest is parsed as an RFC 5322 address list
+ * with the semantics of mailparse's addrparse (display names, <addr>, bare
+ * addresses, quoted names, groups, trailing comments); the first entry is the
+ * result (for a group, its first member). Every address in the list must
+ * contain an '@', and any error in the list means no address, as upstream.
+ *
+ * Pure; thread-safe.
+ */
+#ifndef FILTERMAIL_ADDRESS_H
+#define FILTERMAIL_ADDRESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* The longest address we accept from a header or an envelope (RFC 5321 paths
+ * are at most 256 bytes; headers can hold longer display names, not addresses). */
+#define ADDRESS_MAX 1024
+
+/* Extracts the first address from in[0..len). Returns 0 and writes it,
+ * lowercased and NUL-terminated, to out (outlen bytes); -1 when there is no
+ * address or it does not fit. */
+int address_extract(const char *in, size_t len, char *out, size_t outlen);
+
+enum address_domain_kind { ADDRESS_DOMAIN_NAME, ADDRESS_DOMAIN_LITERAL };
+
+/* Splits addr at its '@' (there must be exactly one; spec 6.3 step 1). For a
+ * domain literal `[...]` the result is the inside of the brackets with an
+ * "ipv6:" prefix removed (ASCII case-insensitive). Returns 0 and sets *kind_r,
+ * *domain_r (pointing into addr) and *domain_len_r; -1 when addr does not split. */
+int address_domain(const char *addr, enum address_domain_kind *kind_r, const char **domain_r,
+                   size_t *domain_len_r);
+
+/* True when addr may name a mailbox directory (spec 2.4): non-empty, contains
+ * '@', and contains no '/'. */
+bool address_valid_mailbox(const char *addr);
+
+/* Lowercases ASCII letters in place. */
+void address_lowercase(char *s);
+
+#endif

@@ -1,0 +1,136 @@
+/* Tests for address.c: extraction as upstream (spec 3.3, 13.7 U3, U5). */
+#include "address.h"
+#include "unit.h"
+
+#include <string.h>
+
+static const struct {
+    const char *in;
+    const char *want; /* NULL: no address */
+} extract_cases[] = {
+    /* The reference table of spec 3.3. */
+    {"MAIL FROM:<t1@example.org>", "t1@example.org"},
+    {"MAIL FROM:<t2@example.org> SOMETHING=SOMETHING OTHER=OTHER", "t2@example.org"},
+    {"MAIL FROM:<SRS1=HHH=example.com==HHH=TT=example.org=alice@example.net> abc=def",
+     "srs1=hhh=example.com==hhh=tt=example.org=alice@example.net"},
+    {"MAIL FROM:<abc+alice@example.net> abc=def", "abc+alice@example.net"},
+    {"RCPT TO:<t3@example.org>", "t3@example.org"},
+    {"mail from:<t4@example.org>", "t4@example.org"},
+    {"Foo Bar <t5@example.org>", "t5@example.org"},
+    {"t6@example.org", "t6@example.org"},
+    {"t7@[192.0.2.0]", "t7@[192.0.2.0]"},
+    {"<t7@[192.0.2.0]>", "t7@[192.0.2.0]"},
+    {"t8@[IPv6:2001:db8::1]", NULL}, /* mailparse quirk Q10, copied */
+    {"<t8@[IPv6:2001:db8::1]>", "t8@[ipv6:2001:db8::1]"},
+    {"Mail Delivery Subsystem <MAILER-DAEMON@example.org>", "mailer-daemon@example.org"},
+    /* mailparse addrparse behaviour. */
+    {"\"User, One\" <User1@Example.org>", "user1@example.org"},
+    {"\"a \\\" b\" <x@y>", "x@y"},
+    {"x@y (comment)", "x@y (comment)"}, /* unquoted text runs on, as in mailparse... */
+    {"<x@y> (comment)", "x@y"},         /* ...but a comment after <addr> is skipped */
+    {"<x@y> junk", "x@y"},              /* cut after the first '>' */
+    {"x@y, <z@w> junk, v", "x@y"},
+    {"x@y, <z@w", NULL},
+    {"<x@y>, <z@w>", "x@y"},
+    {"x@y, z@w", "x@y"},
+    {"x@y, broken", NULL},              /* every entry needs an '@' */
+    {"group: a@b, c@d;", "a@b"},
+    {"group: <a@b>;", NULL},            /* the cut after '>' leaves the group open */
+    {"undisclosed-recipients:;", NULL},
+    {"empty:; a@b", NULL},              /* the first entry is an empty group */
+    {"a@b, group:", "a@b"},             /* a ':' at the very end is an empty group */
+    {"a@b, group: c@d", NULL},          /* unterminated group */
+    {"g: h: a@b;", NULL},               /* nested group */
+    {"foo", NULL},
+    {"", NULL},
+    {"   ", NULL},
+    {"<>", NULL},
+    {"\"unterminated <a@b>", NULL},
+    {"<a@b", NULL},                     /* the bracket never closes */
+    {"Name <a@b> <c@d>", "a@b"},
+    {"foo bar@x", "foo bar@x"},         /* unquoted words run together, as mailparse */
+    {"\"A>B\" <a@b>", NULL},            /* cut after the first '>', as upstream */
+    {"MAIL FROM:MAIL FROM:<a@b>", "a@b"},
+    {"RCPT TO:RCPT TO:<a@b>", "a@b"},
+    {"User1 <USER1@EXAMPLE.ORG>", "user1@example.org"},
+};
+
+static void test_extract(void)
+{
+    for (size_t i = 0; i < sizeof(extract_cases) / sizeof(extract_cases[0]); i++) {
+        char out[ADDRESS_MAX];
+        const char *in = extract_cases[i].in;
+        int rc = address_extract(in, strlen(in), out, sizeof(out));
+        if (extract_cases[i].want == NULL) {
+            CHECKF(rc < 0, "%s: got %s, want none", in, rc == 0 ? out : "");
+        } else {
+            CHECKF(rc == 0, "%s: no address, want %s", in, extract_cases[i].want);
+            if (rc == 0)
+                CHECKF(strcmp(out, extract_cases[i].want) == 0, "%s: got %s, want %s", in, out,
+                       extract_cases[i].want);
+        }
+    }
+}
+
+static void test_extract_bounds(void)
+{
+    char big[8192], out[ADDRESS_MAX], tiny[4];
+    memset(big, 'a', sizeof(big));
+    big[100] = '@';
+    CHECK(address_extract(big, sizeof(big), out, sizeof(out)) < 0);   /* input too long */
+    CHECK(address_extract(big, 2000, out, sizeof(out)) < 0);          /* address too long */
+    CHECK(address_extract("a@b", 3, tiny, sizeof(tiny)) == 0);        /* fits exactly */
+    CHECK(address_extract("ab@c", 4, tiny, sizeof(tiny)) < 0);        /* does not fit */
+    CHECK(address_extract("a@b", 3, out, 0) < 0);
+}
+
+static void test_domain(void)
+{
+    static const struct {
+        const char *addr;
+        int rc;
+        enum address_domain_kind kind;
+        const char *domain;
+    } cases[] = {
+        {"t1@example.org", 0, ADDRESS_DOMAIN_NAME, "example.org"},
+        {"srs1=hhh=example.com==hhh=tt=example.org=alice@example.net", 0, ADDRESS_DOMAIN_NAME,
+         "example.net"},
+        {"t7@[192.0.2.0]", 0, ADDRESS_DOMAIN_LITERAL, "192.0.2.0"},
+        {"t8@[IPv6:2001:db8::1]", 0, ADDRESS_DOMAIN_LITERAL, "2001:db8::1"},
+        {"t8@[ipv6:2001:db8::1]", 0, ADDRESS_DOMAIN_LITERAL, "2001:db8::1"},
+        {"invalid", -1, ADDRESS_DOMAIN_NAME, NULL},
+        {"invalid@address@com", -1, ADDRESS_DOMAIN_NAME, NULL},
+        {"a@", 0, ADDRESS_DOMAIN_NAME, ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        enum address_domain_kind kind;
+        const char *d;
+        size_t n;
+        int rc = address_domain(cases[i].addr, &kind, &d, &n);
+        CHECKF(rc == cases[i].rc, "%s: rc %d", cases[i].addr, rc);
+        if (rc == 0) {
+            CHECKF(kind == cases[i].kind, "%s: kind", cases[i].addr);
+            CHECKF(n == strlen(cases[i].domain) && memcmp(d, cases[i].domain, n) == 0,
+                   "%s: domain %.*s", cases[i].addr, (int)n, d);
+        }
+    }
+}
+
+static void test_valid_mailbox(void)
+{
+    CHECK(address_valid_mailbox("a@b"));
+    CHECK(!address_valid_mailbox(""));
+    CHECK(!address_valid_mailbox("ab"));
+    CHECK(!address_valid_mailbox("a/b@c"));
+    CHECK(!address_valid_mailbox("../x@y/.."));
+    CHECK(address_valid_mailbox("..@x"));
+}
+
+int main(void)
+{
+    UNIT_RUN(test_extract);
+    UNIT_RUN(test_extract_bounds);
+    UNIT_RUN(test_domain);
+    UNIT_RUN(test_valid_mailbox);
+    return unit_summary();
+}
