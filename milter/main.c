@@ -1,0 +1,525 @@
+/* filtermail-milter: the chatmail E2EE gate as a Postfix milter.
+ *
+ * This file only wires libmilter to the pure parts: envelope and headers and
+ * body chunks go into the streaming analyser (common/mime.c) as they arrive,
+ * the flag files are looked up at end of message (common/mailbox.c), and the
+ * policy (verdict.c) decides. Per-connection state lives in smfi_setpriv();
+ * libmilter runs the callbacks of one connection one after another but on
+ * different threads, and those of different connections concurrently, so
+ * nothing here is global except the immutable configuration.
+ *
+ * To cost Postfix as little as possible the milter negotiates away every stage
+ * it does not need and asks for no reply to headers and body chunks: a message
+ * costs Postfix one round trip, at end of message.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libmilter/mfapi.h>
+
+#include "address.h"
+#include "buf.h"
+#include "config.h"
+#include "log.h"
+#include "mailbox.h"
+#include "mime.h"
+#include "privs.h"
+#include "verdict.h"
+
+#define TARGET "filtermail::milter"
+
+/* Most recipients one message may have; Postfix's smtpd_recipient_limit
+ * defaults to 1000. More is refused with a temporary error. */
+#define MAX_RCPTS 10000
+
+/* libmilter's I/O timeout towards Postfix (its default is 7210 s). */
+#define MILTER_TIMEOUT 600
+
+static const struct config *cfg;
+
+struct rcpt {
+    char *raw;   /* as Postfix gave it, without angle brackets (for smfi_delrcpt) */
+    char *addr;  /* lowercased */
+};
+
+/* State of one SMTP connection; the message fields are reset per message. */
+struct conn {
+    unsigned long pflags; /* protocol flags negotiated with the MTA */
+    bool active;          /* a message is in progress */
+    enum armor_direction dir;
+    char sender[ADDRESS_MAX];
+    struct rcpt *rcpts;
+    size_t nrcpts, rcap;
+    struct mime_parser *parser;
+    bool in_body;
+    bool oversize;
+    bool failed;           /* an internal error: answer 4xx at end of message */
+    unsigned long long size;
+    char qid[32];
+};
+
+/* The reply for callbacks whose answer we negotiated away. */
+static sfsistat nr(const struct conn *c, unsigned long flag)
+{
+    return (c != NULL && (c->pflags & flag)) ? SMFIS_NOREPLY : SMFIS_CONTINUE;
+}
+
+static void conn_reset_message(struct conn *c)
+{
+    for (size_t i = 0; i < c->nrcpts; i++) {
+        free(c->rcpts[i].raw);
+        free(c->rcpts[i].addr);
+    }
+    c->nrcpts = 0;
+    c->active = false;
+    c->in_body = false;
+    c->oversize = false;
+    c->failed = false;
+    c->size = 0;
+    c->sender[0] = '\0';
+    c->qid[0] = '\0';
+}
+
+static struct conn *conn_get(SMFICTX *ctx)
+{
+    struct conn *c = smfi_getpriv(ctx);
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL)
+            return NULL;
+        if (smfi_setpriv(ctx, c) != MI_SUCCESS) {
+            free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static void conn_free(SMFICTX *ctx)
+{
+    struct conn *c = smfi_getpriv(ctx);
+    if (c == NULL)
+        return;
+    conn_reset_message(c);
+    free(c->rcpts);
+    mime_parser_free(&c->parser);
+    free(c);
+    smfi_setpriv(ctx, NULL);
+}
+
+/* Sets an SMTP reply; the text goes through libmilter's printf-like expansion,
+ * so '%' is doubled. */
+static void set_reply(SMFICTX *ctx, const char *code, const char *xcode, const char *text)
+{
+    char esc[2100];
+    size_t o = 0;
+    for (const char *p = text; *p != '\0' && o + 2 < sizeof(esc); p++) {
+        if (*p == '%')
+            esc[o++] = '%';
+        esc[o++] = *p;
+    }
+    esc[o] = '\0';
+    if (smfi_setreply(ctx, (char *)code, xcode[0] != '\0' ? (char *)xcode : NULL, esc) !=
+        MI_SUCCESS)
+        log_warn(TARGET, "could not set reply %s %s", code, text);
+}
+
+static sfsistat tempfail(SMFICTX *ctx, const char *why)
+{
+    set_reply(ctx, "451", "4.3.0", "Internal error in the mail filter, try again later");
+    log_err(TARGET, "temporary failure: %s", why);
+    return SMFIS_TEMPFAIL;
+}
+
+/* Strips one pair of angle brackets. */
+static void strip_brackets(const char *in, char *out, size_t outlen)
+{
+    size_t n = strlen(in);
+    if (n >= 2 && in[0] == '<' && in[n - 1] == '>') {
+        in++;
+        n -= 2;
+    }
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, in, n);
+    out[n] = '\0';
+}
+
+/* Envelope address as upstream keys it: extracted and lowercased; a path our
+ * extractor does not understand is used as Postfix gave it, lowercased. */
+static void envelope_address(const char *raw, char *out, size_t outlen)
+{
+    char plain[ADDRESS_MAX];
+    strip_brackets(raw, plain, sizeof(plain));
+    if (plain[0] == '\0') {
+        out[0] = '\0';
+        return;
+    }
+    if (address_extract(raw, strlen(raw), out, outlen) == 0)
+        return;
+    snprintf(out, outlen, "%s", plain);
+    address_lowercase(out);
+}
+
+static bool daemon_is_outgoing(const char *name)
+{
+    return name != NULL && config_list_has(&cfg->outgoing_daemon_names, name);
+}
+
+static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
+                             unsigned long f3, unsigned long *pf0, unsigned long *pf1,
+                             unsigned long *pf2, unsigned long *pf3)
+{
+    const unsigned long want = SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA |
+                               SMFIP_NOEOH | SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR |
+                               SMFIP_NR_BODY | SMFIP_HDR_LEADSPC;
+    struct conn *c = conn_get(ctx);
+
+    if (c == NULL)
+        return SMFIS_TEMPFAIL;
+    *pf0 = f0 & (SMFIF_DELRCPT | SMFIF_CHGFROM | SMFIF_SETSYMLIST);
+    *pf1 = f1 & want;
+    *pf2 = 0;
+    *pf3 = 0;
+    c->pflags = *pf1;
+    /* {daemon_name} at MAIL FROM is evaluated by smtpd with the per-service
+     * value; at end of message cleanup would use main.cf's. */
+    if (f0 & SMFIF_SETSYMLIST)
+        smfi_setsymlist(ctx, SMFIM_ENVFROM, "i {auth_authen} {daemon_name}");
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
+{
+    struct conn *c = conn_get(ctx);
+    const char *auth, *daemon;
+
+    if (c == NULL)
+        return SMFIS_TEMPFAIL; /* no reply was negotiated yet: cannot be NR */
+    conn_reset_message(c);
+    c->active = true;
+
+    auth = smfi_getsymval(ctx, "{auth_authen}");
+    daemon = smfi_getsymval(ctx, "{daemon_name}");
+    /* Authentication alone selects the outgoing policy, so a daemon name
+     * missing from a submission service can never let a user's cleartext out. */
+    c->dir = ((auth != NULL && auth[0] != '\0') || daemon_is_outgoing(daemon)) ? ARMOR_OUTGOING
+                                                                               : ARMOR_INCOMING;
+    log_debug(TARGET, "direction %s (auth_authen=%s, daemon_name=%s)",
+              c->dir == ARMOR_OUTGOING ? "outgoing" : "incoming",
+              auth != NULL && auth[0] != '\0' ? "set" : "unset", daemon ? daemon : "unset");
+
+    envelope_address(argv[0] != NULL ? argv[0] : "<>", c->sender, sizeof(c->sender));
+    if (c->parser == NULL) {
+        c->parser = mime_parser_new(NULL, c->dir);
+        if (c->parser == NULL)
+            c->failed = true;
+    } else {
+        mime_parser_reset(c->parser, c->dir);
+    }
+    return nr(c, SMFIP_NR_MAIL);
+}
+
+static sfsistat cb_envrcpt(SMFICTX *ctx, char **argv)
+{
+    struct conn *c = smfi_getpriv(ctx);
+    char plain[ADDRESS_MAX], addr[ADDRESS_MAX];
+
+    if (c == NULL || !c->active)
+        return nr(c, SMFIP_NR_RCPT);
+    if (c->nrcpts == MAX_RCPTS) {
+        c->failed = true;
+        return nr(c, SMFIP_NR_RCPT);
+    }
+    if (c->nrcpts == c->rcap) {
+        size_t cap = c->rcap ? c->rcap * 2 : 8;
+        struct rcpt *r = realloc(c->rcpts, cap * sizeof(*r));
+        if (r == NULL) {
+            c->failed = true;
+            return nr(c, SMFIP_NR_RCPT);
+        }
+        c->rcpts = r;
+        c->rcap = cap;
+    }
+    strip_brackets(argv[0] != NULL ? argv[0] : "", plain, sizeof(plain));
+    envelope_address(argv[0] != NULL ? argv[0] : "", addr, sizeof(addr));
+    c->rcpts[c->nrcpts].raw = strdup(plain);
+    c->rcpts[c->nrcpts].addr = strdup(addr);
+    if (c->rcpts[c->nrcpts].raw == NULL || c->rcpts[c->nrcpts].addr == NULL) {
+        free(c->rcpts[c->nrcpts].raw);
+        free(c->rcpts[c->nrcpts].addr);
+        c->failed = true;
+    } else {
+        c->nrcpts++;
+    }
+    return nr(c, SMFIP_NR_RCPT);
+}
+
+/* Counts message bytes; past max_message_size the parser is no longer fed. */
+static bool account(struct conn *c, size_t n)
+{
+    if (c->oversize)
+        return false;
+    c->size += n;
+    if (c->size > cfg->max_message_size)
+        c->oversize = true;
+    return !c->oversize;
+}
+
+static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
+{
+    struct conn *c = smfi_getpriv(ctx);
+    size_t nlen, vlen;
+
+    if (c == NULL || !c->active || c->failed || c->parser == NULL)
+        return nr(c, SMFIP_NR_HDR);
+    nlen = strlen(name);
+    vlen = strlen(value);
+    /* Rebuild the raw field: "Name:" + value (its leading space kept with
+     * SMFIP_HDR_LEADSPC) + CRLF, with Postfix's bare-LF folding made CRLF. */
+    if (!account(c, nlen + 1 + vlen + 2))
+        return nr(c, SMFIP_NR_HDR);
+    mime_push(c->parser, name, nlen);
+    if (c->pflags & SMFIP_HDR_LEADSPC) {
+        mime_push(c->parser, ":", 1);
+    } else {
+        mime_push(c->parser, ": ", 2);
+    }
+    for (const char *p = value; *p != '\0';) {
+        const char *nl = strchr(p, '\n');
+        if (nl == NULL) {
+            mime_push(c->parser, p, strlen(p));
+            break;
+        }
+        size_t seg = (size_t)(nl - p);
+        if (seg > 0 && p[seg - 1] == '\r')
+            seg--;
+        mime_push(c->parser, p, seg);
+        mime_push(c->parser, "\r\n", 2);
+        p = nl + 1;
+    }
+    mime_push(c->parser, "\r\n", 2);
+    return nr(c, SMFIP_NR_HDR);
+}
+
+static void end_of_headers(struct conn *c)
+{
+    if (!c->in_body) {
+        c->in_body = true;
+        if (c->parser != NULL && !c->oversize)
+            mime_push(c->parser, "\r\n", 2);
+    }
+}
+
+static sfsistat cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+{
+    struct conn *c = smfi_getpriv(ctx);
+
+    if (c == NULL || !c->active || c->failed || c->parser == NULL)
+        return nr(c, SMFIP_NR_BODY);
+    end_of_headers(c);
+    if (account(c, len))
+        mime_push(c->parser, (const char *)chunk, len);
+    return nr(c, SMFIP_NR_BODY);
+}
+
+/* Hands the policy's log lines to the log, with the queue id at debug level. */
+static void verdict_log(void *ctx, enum log_level level, const char *target, const char *text)
+{
+    (void)ctx;
+    log_msg(level, target, "%s", text);
+}
+
+static sfsistat cb_eom(SMFICTX *ctx)
+{
+    struct conn *c = smfi_getpriv(ctx);
+    struct verdict_rcpt *vr = NULL;
+    struct mime_result res;
+    struct verdict v;
+    struct verdict_input in;
+    struct mailbox_flags flags;
+    const char *qid;
+    sfsistat rc;
+
+    if (c == NULL || !c->active)
+        return tempfail(ctx, "end of message without a transaction");
+    qid = smfi_getsymval(ctx, "i");
+    snprintf(c->qid, sizeof(c->qid), "%s", qid != NULL ? qid : "NOQUEUE");
+    if (c->failed || c->parser == NULL) {
+        rc = tempfail(ctx, "out of memory or too many recipients");
+        goto out;
+    }
+    end_of_headers(c);
+    mime_finish(c->parser, &res);
+
+    memset(&in, 0, sizeof(in));
+    in.dir = c->dir;
+    in.sender = c->sender;
+    in.msg = &res;
+    in.oversize = c->oversize;
+    in.passthrough_senders = &cfg->passthrough_senders;
+    in.passthrough_recipients = &cfg->passthrough_recipients;
+    /* The DKIM seam: verification arrives with the next milestone; until then
+     * the origin check is reported as skipped. */
+    in.origin = ORIGIN_SKIPPED;
+
+    vr = calloc(c->nrcpts ? c->nrcpts : 1, sizeof(*vr));
+    if (vr == NULL) {
+        rc = tempfail(ctx, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < c->nrcpts; i++) {
+        vr[i].addr = c->rcpts[i].addr;
+        if (mailbox_lookup(cfg->mailboxes_dir, vr[i].addr, &flags) < 0) {
+            char esc[300];
+            log_err(TARGET, "%s: cannot read the flags of mailbox %s in %s: %s", c->qid,
+                    log_escape(esc, sizeof(esc), vr[i].addr, strlen(vr[i].addr), 100),
+                    cfg->mailboxes_dir, strerror(errno));
+            rc = tempfail(ctx, "mailbox flag lookup failed");
+            goto out;
+        }
+        vr[i].disabled = flags.disabled;
+        vr[i].enforce_e2ee = flags.enforce_e2ee;
+    }
+    in.rcpts = vr;
+    in.nrcpts = c->nrcpts;
+    if (c->sender[0] != '\0') {
+        if (mailbox_lookup(cfg->mailboxes_dir, c->sender, &flags) < 0) {
+            log_err(TARGET, "%s: cannot read the flags of the sender's mailbox in %s: %s", c->qid,
+                    cfg->mailboxes_dir, strerror(errno));
+            rc = tempfail(ctx, "mailbox flag lookup failed");
+            goto out;
+        }
+        in.sender_disabled = flags.disabled;
+    }
+
+    verdict_decide(&in, &v, verdict_log, NULL);
+    log_debug(TARGET, "%s: %s %s %s %s (%s)", c->qid,
+              c->dir == ARMOR_OUTGOING ? "outgoing" : "incoming",
+              v.action == VERDICT_ACCEPT    ? "accept"
+              : v.action == VERDICT_REJECT  ? "reject"
+              : v.action == VERDICT_DISCARD ? "discard"
+                                            : "tempfail",
+              verdict_kind_name(v.kind), verdict_reason_name(v.reason), v.text);
+
+    switch (v.action) {
+    case VERDICT_ACCEPT:
+        for (size_t i = 0; i < c->nrcpts; i++) {
+            if (vr[i].remove && smfi_delrcpt(ctx, c->rcpts[i].raw) != MI_SUCCESS) {
+                rc = tempfail(ctx, "smfi_delrcpt failed");
+                goto out;
+            }
+        }
+        if (v.null_sender && smfi_chgfrom(ctx, "<>", NULL) != MI_SUCCESS) {
+            rc = tempfail(ctx, "smfi_chgfrom failed");
+            goto out;
+        }
+        rc = SMFIS_CONTINUE;
+        break;
+    case VERDICT_REJECT:
+        set_reply(ctx, v.code, v.xcode, v.text);
+        rc = SMFIS_REJECT;
+        break;
+    case VERDICT_TEMPFAIL:
+        set_reply(ctx, v.code, v.xcode, v.text);
+        rc = SMFIS_TEMPFAIL;
+        break;
+    case VERDICT_DISCARD:
+    default:
+        rc = SMFIS_DISCARD;
+        break;
+    }
+out:
+    free(vr);
+    conn_reset_message(c);
+    return rc;
+}
+
+static sfsistat cb_abort(SMFICTX *ctx)
+{
+    struct conn *c = smfi_getpriv(ctx);
+    if (c != NULL)
+        conn_reset_message(c);
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat cb_close(SMFICTX *ctx)
+{
+    conn_free(ctx);
+    return SMFIS_CONTINUE;
+}
+
+static struct smfiDesc filter = {
+    .xxfi_name = "filtermail",
+    .xxfi_version = SMFI_VERSION,
+    .xxfi_flags = SMFIF_DELRCPT | SMFIF_CHGFROM | SMFIF_SETSYMLIST,
+    .xxfi_envfrom = cb_envfrom,
+    .xxfi_envrcpt = cb_envrcpt,
+    .xxfi_header = cb_header,
+    .xxfi_body = cb_body,
+    .xxfi_eom = cb_eom,
+    .xxfi_abort = cb_abort,
+    .xxfi_close = cb_close,
+    .xxfi_negotiate = cb_negotiate,
+};
+
+static void usage(const char *argv0)
+{
+    fprintf(stderr, "Usage: %s <config_file>\n", argv0);
+    fprintf(stderr, "  the relay's chatmail.ini; see filtermail-milter(8)\n");
+}
+
+int main(int argc, char **argv)
+{
+    char err[1024];
+    struct config *c;
+    const char *sock;
+
+    if (argc == 2 && strcmp(argv[1], "-V") == 0) {
+        printf("filtermail-milter %s\n", FILTERMAIL_VERSION);
+        return 0;
+    }
+    if (argc != 2 || argv[1][0] == '-') {
+        usage(argv[0]);
+        return 1;
+    }
+    if (config_load(argv[1], &c, err, sizeof(err)) < 0) {
+        fprintf(stderr, "Failed to read config: %s\n", err);
+        return 1;
+    }
+    cfg = c;
+    log_init(argv[0], cfg->log_level);
+
+    sock = cfg->milter_socket;
+    if (smfi_setconn((char *)sock) != MI_SUCCESS)
+        fatal("invalid filtermail_milter_socket %s", sock);
+    if (smfi_register(filter) != MI_SUCCESS)
+        fatal("smfi_register failed");
+    smfi_settimeout(MILTER_TIMEOUT);
+    smfi_setbacklog(128);
+
+    /* Sockets are for Postfix only: owner and group (the Postfix group) may
+     * connect, nobody else. */
+    umask(007);
+    if (smfi_opensocket(1) != MI_SUCCESS) {
+        fprintf(stderr, "Server error: cannot listen on %s: %s\n", sock, strerror(errno));
+        return 1;
+    }
+    if (privs_drop(cfg->user, sock, cfg->socket_group, err, sizeof(err)) < 0) {
+        fprintf(stderr, "Server error: %s\n", err);
+        return 1;
+    }
+    log_info("filtermail", "entering serving loop");
+    log_debug(TARGET, "listening on %s", sock);
+    if (smfi_main() != MI_SUCCESS) {
+        log_err(TARGET, "libmilter stopped with an error");
+        return 1;
+    }
+    return 0;
+}
