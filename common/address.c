@@ -230,7 +230,9 @@ int address_extract(const char *in, size_t len, char *out, size_t outlen)
     struct addr_parse a;
     size_t i, end;
 
-    if (outlen == 0 || len > sizeof(low))
+    /* A NUL would silently cut the result as a C string ("a@b\0@c"): no
+     * address can contain one, so such input has none. */
+    if (outlen == 0 || len > sizeof(low) || memchr(in, '\0', len) != NULL)
         return -1;
     for (i = 0; i < len; i++) {
         char c = in[i];

@@ -7,6 +7,7 @@
  * addresses, quoted names, groups, trailing comments); the first entry is the
  * result (for a group, its first member). Every address in the list must
  * contain an '@', and any error in the list means no address, as upstream.
+ * Input containing a NUL byte has no address.
  *
  * Pure; thread-safe.
  */

@@ -104,6 +104,9 @@ void log_msg(enum log_level level, const char *target, const char *fmt, ...)
 }
 
 static noreturn void log_die(const char *what, const char *fmt, va_list ap, bool do_abort)
+    __attribute__((format(printf, 2, 0)));
+
+static noreturn void log_die(const char *what, const char *fmt, va_list ap, bool do_abort)
 {
     char line[4096];
     int n = snprintf(line, sizeof(line), "%s: %s: ", log_progname, what);

@@ -82,6 +82,9 @@ static void test_extract_bounds(void)
     CHECK(address_extract("a@b", 3, tiny, sizeof(tiny)) == 0);        /* fits exactly */
     CHECK(address_extract("ab@c", 4, tiny, sizeof(tiny)) < 0);        /* does not fit */
     CHECK(address_extract("a@b", 3, out, 0) < 0);
+    /* A NUL cannot cut an address short ("user@victim\0@x"). */
+    CHECK(address_extract("<a@b\0c>", 7, out, sizeof(out)) < 0);
+    CHECK(address_extract("Name\0 <a@b>", 11, out, sizeof(out)) < 0);
 }
 
 static void test_domain(void)
