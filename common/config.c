@@ -21,7 +21,18 @@
 
 #define CONFIG_MAX_KEYS 1000
 
-enum config_type { CT_STRING, CT_HOST_IP, CT_PORT, CT_U64, CT_U32_NONZERO, CT_LIST, CT_LEVEL };
+enum config_type {
+    CT_STRING,      /* non-empty text */
+    CT_OPTSTRING,   /* text, empty meaning "off" */
+    CT_HOST_IP,     /* an IPv4 or IPv6 address */
+    CT_PORT,        /* 1-65535 */
+    CT_U64,         /* a number */
+    CT_U32_NONZERO, /* a number above 0 */
+    CT_BOOL,        /* yes/no, true/false, 1/0, on/off */
+    CT_LIST,        /* space-separated items */
+    CT_LEVEL,       /* a log level */
+    CT_FALLBACK,    /* local or defer */
+};
 
 struct config_key {
     const char *name;
@@ -54,6 +65,22 @@ static const struct config_key config_keys[] = {
     K("filtermail_user", CT_STRING, user, "filtermail"),
     K("filtermail_socket_group", CT_STRING, socket_group, "postfix"),
     K("filtermail_log_level", CT_LEVEL, log_level, "info"),
+    K("filtermail_dkim_sign", CT_BOOL, dkim_sign, "yes"),
+    K("filtermail_dkim_selector", CT_STRING, dkim_selector, "opendkim"),
+    K("filtermail_dkim_key", CT_STRING, dkim_key, "/etc/dkimkeys/opendkim.private"),
+    K("filtermail_rejected_dir", CT_OPTSTRING, rejected_dir, "/var/lib/filtermail/rejected"),
+    K("filtermail_rejected_max_files", CT_U32_NONZERO, rejected_max_files, "100"),
+    K("filtermail_rejected_max_bytes", CT_U64, rejected_max_bytes, "104857600"),
+    K("filtermail_unbound_config", CT_OPTSTRING, unbound_config, ""),
+    K("filtermail_trust_anchor", CT_STRING, trust_anchor, "/usr/share/dns/root.key"),
+    K("filtermail_dns_timeout", CT_U32_NONZERO, dns_timeout, "10"),
+    K("filtermail_policy_socket", CT_STRING, policy_socket,
+      "unix:/var/spool/postfix/filtermail/policy.sock"),
+    K("filtermail_ratelimit_exempt", CT_LIST, ratelimit_exempt, ""),
+    K("filtermail_ratelimit_redis", CT_OPTSTRING, ratelimit_redis, ""),
+    K("filtermail_ratelimit_redis_fallback", CT_FALLBACK, ratelimit_redis_fallback, "local"),
+    K("filtermail_ratelimit_state", CT_OPTSTRING, ratelimit_state,
+      "/var/lib/filtermail/ratelimit.state"),
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -358,6 +385,25 @@ static int config_apply(struct config_reader *r, struct config *cfg, const struc
         if (*value == '\0')
             return config_error(r, "invalid value for %s: empty", k->name);
         break;
+    case CT_OPTSTRING:
+        break;
+    case CT_BOOL:
+        if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0 ||
+            strcmp(value, "1") == 0 || strcmp(value, "on") == 0) {
+            *(bool *)field = true;
+        } else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0 ||
+                   strcmp(value, "0") == 0 || strcmp(value, "off") == 0) {
+            *(bool *)field = false;
+        } else {
+            return config_error(r, "invalid value for %s: %.200s (expected yes or no)", k->name,
+                                value);
+        }
+        return 0;
+    case CT_FALLBACK:
+        if (strcmp(value, "local") != 0 && strcmp(value, "defer") != 0)
+            return config_error(r, "invalid value for %s: %.200s (expected local or defer)",
+                                k->name, value);
+        break;
     case CT_HOST_IP: {
         unsigned char addr[16];
         if (inet_pton(AF_INET, value, addr) != 1 && inet_pton(AF_INET6, value, addr) != 1)
@@ -532,8 +578,10 @@ void config_free(struct config **cfgp)
         void *field = (char *)cfg + config_keys[i].offset;
         switch (config_keys[i].type) {
         case CT_STRING:
+        case CT_OPTSTRING:
         case CT_HOST_IP:
         case CT_LEVEL:
+        case CT_FALLBACK:
             free(*(char **)field);
             break;
         case CT_LIST:

@@ -52,6 +52,26 @@ struct config {
     char *user;                              /* filtermail_user */
     char *socket_group;                      /* filtermail_socket_group */
     char *log_level;                         /* filtermail_log_level */
+
+    /* DKIM (milter). */
+    bool dkim_sign;                          /* filtermail_dkim_sign: yes */
+    char *dkim_selector;                     /* filtermail_dkim_selector: opendkim */
+    char *dkim_key;                          /* filtermail_dkim_key */
+    char *rejected_dir;                      /* filtermail_rejected_dir ("" = off) */
+    uint32_t rejected_max_files;             /* filtermail_rejected_max_files: 100 */
+    uint64_t rejected_max_bytes;             /* filtermail_rejected_max_bytes: 100 MiB */
+
+    /* DNS (milter, transport). */
+    char *unbound_config;                    /* filtermail_unbound_config ("" = none) */
+    char *trust_anchor;                      /* filtermail_trust_anchor */
+    uint32_t dns_timeout;                    /* filtermail_dns_timeout, seconds: 10 */
+
+    /* Rate limiting (policy server). */
+    char *policy_socket;                     /* filtermail_policy_socket */
+    struct config_list ratelimit_exempt;     /* filtermail_ratelimit_exempt */
+    char *ratelimit_redis;                   /* filtermail_ratelimit_redis ("" = off) */
+    char *ratelimit_redis_fallback;          /* filtermail_ratelimit_redis_fallback: local */
+    char *ratelimit_state;                   /* filtermail_ratelimit_state ("" = off) */
 };
 
 /* Reads and checks the file at path. Returns 0 and a new config in *cfg_r, or

@@ -55,6 +55,20 @@ static void test_defaults(void)
     CHECK_STR(c->user, "filtermail");
     CHECK_STR(c->socket_group, "postfix");
     CHECK_STR(c->log_level, "info");
+    CHECK(c->dkim_sign);
+    CHECK_STR(c->dkim_selector, "opendkim");
+    CHECK_STR(c->dkim_key, "/etc/dkimkeys/opendkim.private");
+    CHECK_STR(c->rejected_dir, "/var/lib/filtermail/rejected");
+    CHECK_INT(c->rejected_max_files, 100);
+    CHECK_INT(c->rejected_max_bytes, 104857600);
+    CHECK_STR(c->unbound_config, "");
+    CHECK_STR(c->trust_anchor, "/usr/share/dns/root.key");
+    CHECK_INT(c->dns_timeout, 10);
+    CHECK_STR(c->policy_socket, "unix:/var/spool/postfix/filtermail/policy.sock");
+    CHECK_INT(c->ratelimit_exempt.n, 0);
+    CHECK_STR(c->ratelimit_redis, "");
+    CHECK_STR(c->ratelimit_redis_fallback, "local");
+    CHECK_STR(c->ratelimit_state, "/var/lib/filtermail/ratelimit.state");
     config_free(&c);
     CHECK(c == NULL);
 }
@@ -77,7 +91,9 @@ static void test_values(void)
                                 "foo = bar\n"
                                 "filtermail_host = ::1\n"
                                 "max_user_send_burst_size = 3\n"
-                                "max_user_send_burst_size = 4\n");
+                                "max_user_send_burst_size = 4\n"
+                                "filtermail_dkim_sign = no\n"
+                                "filtermail_rejected_dir =\n");
     if (c == NULL)
         return;
     CHECK_STR(c->mail_domain, "chat.example.org");
@@ -92,6 +108,8 @@ static void test_values(void)
     CHECK_INT(c->outgoing_daemon_names.n, 2);
     CHECK_STR(c->filtermail_host, "::1");
     CHECK_INT(c->max_user_send_burst_size, 4); /* the last of repeated keys wins */
+    CHECK(!c->dkim_sign);
+    CHECK_STR(c->rejected_dir, "");
     config_free(&c);
 }
 
@@ -165,6 +183,10 @@ static void test_errors(void)
     parse_err("[params]\nmail_domain = x\nfiltermail_host = localhost\n", "filtermail_host");
     parse_err("[params]\nmail_domain = x\nfiltermail_log_level = loud\n", "filtermail_log_level");
     parse_err("[params]\nmail_domain =\n", "mail_domain");
+    parse_err("[params]\nmail_domain = x\nfiltermail_dkim_sign = maybe\n", "filtermail_dkim_sign");
+    parse_err("[params]\nmail_domain = x\nfiltermail_ratelimit_redis_fallback = drop\n",
+              "filtermail_ratelimit_redis_fallback");
+    parse_err("[params]\nmail_domain = x\nfiltermail_dkim_selector =\n", "filtermail_dkim_selector");
     parse_err("[params]\nmail_domain = \xff\xfe\n", "UTF-8");
     parse_err("[params]\nmail_domain = \xc0\xaf\n", "UTF-8"); /* overlong */
 }
