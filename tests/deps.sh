@@ -5,8 +5,8 @@
 set -eu
 
 PKGS="build-essential pkg-config clang libclang-rt-14-dev
-      libmilter-dev
-      postfix python3 swaks"
+      libmilter-dev libunbound-dev libssl-dev dns-root-data
+      postfix python3 swaks ldnsutils"
 
 missing=""
 for p in $PKGS; do
