@@ -27,6 +27,7 @@ struct addr_parse {
     size_t outlen;
     bool found;
     bool fits;
+    size_t count;         /* mailboxes in the whole list */
 };
 
 static bool addr_space(char c)
@@ -58,6 +59,7 @@ static int addr_push(struct addr_parse *a, bool in_group, bool trim)
             n--;
     if (memchr(a->cur, '@', n) == NULL)
         return -1;
+    a->count++;
     bool take = false;
     if (!in_group && !a->have_first) {
         a->have_first = true;
@@ -253,6 +255,21 @@ int address_extract(const char *in, size_t len, char *out, size_t outlen)
     if (!a.found || !a.fits)
         return -1;
     return 0;
+}
+
+int address_count(const char *in, size_t len)
+{
+    char out[ADDRESS_MAX];
+    struct addr_parse a;
+
+    if (len > ADDRESS_MAX * 4 || memchr(in, '\0', len) != NULL)
+        return -1;
+    memset(&a, 0, sizeof(a));
+    a.out = out;
+    a.outlen = sizeof(out);
+    if (addr_parse_list(&a, in, len) < 0)
+        return -1;
+    return (int)a.count;
 }
 
 int address_domain(const char *addr, enum address_domain_kind *kind_r, const char **domain_r,

@@ -26,6 +26,11 @@
  * address or it does not fit. */
 int address_extract(const char *in, size_t len, char *out, size_t outlen);
 
+/* The number of mailboxes in the whole address list in[0..len) (group
+ * members included; unlike address_extract, nothing is cut after a '>');
+ * -1 when it does not parse. DKIM alignment needs exactly one. */
+int address_count(const char *in, size_t len);
+
 enum address_domain_kind { ADDRESS_DOMAIN_NAME, ADDRESS_DOMAIN_LITERAL };
 
 /* Splits addr at its '@' (there must be exactly one; spec 6.3 step 1). For a

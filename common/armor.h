@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base64.h"
 #include "pgp_packet.h"
 
 /* Mail leaving the relay allows no armor headers; mail coming in may carry one
@@ -26,18 +27,20 @@ enum armor_direction { ARMOR_OUTGOING, ARMOR_INCOMING };
 /* Private fields; use the functions. */
 struct armor_checker {
     enum armor_direction dir;
-    int state;
+    int state;                   /* BEGIN line, then content */
     bool failed;
-    size_t matched;              /* bytes of a fixed prefix matched so far */
+    size_t matched;              /* bytes of the BEGIN line matched so far */
     unsigned char window[32];    /* the last content bytes (the END line candidate) */
     size_t wlen;
     uint64_t crlf_pairs;         /* trailing CRLF pairs not yet known to be content */
     bool pending_cr;
+    int pstate;                  /* payload: look-ahead, Version line, base64 */
+    unsigned char look[9];       /* the payload's first bytes ("Version: "?) */
+    size_t lookn;
+    bool ver_cr;                 /* in the Version line, the last byte was CR */
     bool in_tail;                /* after an '=' that may be the last one */
     bool tail_has_data;
-    unsigned char quad[4];       /* base64 quantum being decoded */
-    size_t qlen;
-    int pad;                     /* '=' padding seen in the final quantum */
+    struct base64_dec b64;
     struct pgp_packet_checker packets;
 };
 

@@ -24,6 +24,7 @@ struct pgp_packet_checker {
     unsigned char tag;
     unsigned char last_tag;
     unsigned char len_bytes_left;
+    bool plus192;             /* a two-octet new-format length */
     uint64_t len;
     uint64_t skip;
 };

@@ -87,6 +87,21 @@ static void test_extract_bounds(void)
     CHECK(address_extract("Name\0 <a@b>", 11, out, sizeof(out)) < 0);
 }
 
+static void test_count(void)
+{
+    static const struct {
+        const char *in;
+        int want;
+    } cases[] = {
+        {"a@b", 1},         {"Name <a@b>", 1},  {"a@b, c@d", 2},
+        {"g: a@b, c@d;", 2}, {"g:;", 0},         {"a@b, junk", -1},
+        {"", 0},            {"<a@b>, <c@d>", 2},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        CHECKF(address_count(cases[i].in, strlen(cases[i].in)) == cases[i].want, "%s",
+               cases[i].in);
+}
+
 static void test_domain(void)
 {
     static const struct {
@@ -133,6 +148,7 @@ int main(void)
 {
     UNIT_RUN(test_extract);
     UNIT_RUN(test_extract_bounds);
+    UNIT_RUN(test_count);
     UNIT_RUN(test_domain);
     UNIT_RUN(test_valid_mailbox);
     return unit_summary();
