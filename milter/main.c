@@ -26,10 +26,14 @@
 #include "address.h"
 #include "buf.h"
 #include "config.h"
+#include "dkimcheck.h"
+#include "dkimsign.h"
+#include "dns.h"
 #include "log.h"
 #include "mailbox.h"
 #include "mime.h"
 #include "privs.h"
+#include "rejected.h"
 #include "verdict.h"
 
 #define TARGET "filtermail::milter"
@@ -41,7 +45,16 @@
 /* libmilter's I/O timeout towards Postfix (its default is 7210 s). */
 #define MILTER_TIMEOUT 600
 
+/* The longest header field kept whole for DKIM (Postfix's header_size_limit
+ * defaults to 100 KiB) and the longest From value looked at. */
+#define MAX_FIELD (256 * 1024)
+#define MAX_FROM 4096
+
 static const struct config *cfg;
+/* Shared by all connections; NULL when the feature is off. */
+static struct dkimcheck *checker; /* verification of incoming mail */
+static struct dkimsign *signer;   /* signing of outgoing mail */
+static struct rejected_store *rejected;
 
 struct rcpt {
     char *raw;   /* as Postfix gave it, without angle brackets (for smfi_delrcpt) */
@@ -62,6 +75,15 @@ struct conn {
     bool failed;           /* an internal error: answer 4xx at end of message */
     unsigned long long size;
     char qid[32];
+    struct dkimcheck_msg *dv;  /* incoming: verification in progress */
+    struct dkimsign_msg *ds;   /* outgoing: signature in progress */
+    bool verify;               /* incoming and verification is on */
+    struct buf field;          /* one header field rebuilt for DKIM and the spool */
+    char from[MAX_FROM];       /* the first From value ("" when too long) */
+    size_t from_count;
+    bool from_seen;
+    struct rejected_spool spool;
+    char dkim_why[512];
 };
 
 /* The reply for callbacks whose answer we negotiated away. */
@@ -84,6 +106,15 @@ static void conn_reset_message(struct conn *c)
     c->size = 0;
     c->sender[0] = '\0';
     c->qid[0] = '\0';
+    dkimcheck_msg_free(&c->dv);
+    dkimsign_msg_free(&c->ds);
+    buf_reset(&c->field);
+    c->from[0] = '\0';
+    c->from_count = 0;
+    c->from_seen = false;
+    rejected_spool_discard(&c->spool);
+    c->dkim_why[0] = '\0';
+    c->verify = false;
 }
 
 static struct conn *conn_get(SMFICTX *ctx)
@@ -93,6 +124,8 @@ static struct conn *conn_get(SMFICTX *ctx)
         c = calloc(1, sizeof(*c));
         if (c == NULL)
             return NULL;
+        buf_init(&c->field, MAX_FIELD);
+        c->spool.fd = -1;
         if (smfi_setpriv(ctx, c) != MI_SUCCESS) {
             free(c);
             return NULL;
@@ -108,6 +141,7 @@ static void conn_free(SMFICTX *ctx)
         return;
     conn_reset_message(c);
     free(c->rcpts);
+    buf_free(&c->field);
     mime_parser_free(&c->parser);
     free(c);
     smfi_setpriv(ctx, NULL);
@@ -183,7 +217,7 @@ static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
 
     if (c == NULL)
         return SMFIS_TEMPFAIL;
-    *pf0 = f0 & (SMFIF_DELRCPT | SMFIF_CHGFROM | SMFIF_SETSYMLIST);
+    *pf0 = f0 & (SMFIF_DELRCPT | SMFIF_CHGFROM | SMFIF_SETSYMLIST | SMFIF_ADDHDRS);
     *pf1 = f1 & want;
     *pf2 = 0;
     *pf3 = 0;
@@ -222,6 +256,20 @@ static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
             c->failed = true;
     } else {
         mime_parser_reset(c->parser, c->dir);
+    }
+    /* DKIM runs beside the encryption check: verification of incoming mail,
+     * signing of outgoing mail. Either handle missing is an internal error,
+     * answered 4xx at end of message. */
+    if (c->dir == ARMOR_INCOMING && checker != NULL) {
+        c->verify = true;
+        c->dv = dkimcheck_msg_new(checker, "milter");
+        if (c->dv == NULL)
+            c->failed = true;
+        rejected_spool_begin(rejected, &c->spool);
+    } else if (c->dir == ARMOR_OUTGOING && signer != NULL) {
+        c->ds = dkimsign_msg_new(signer, "milter");
+        if (c->ds == NULL)
+            c->failed = true;
     }
     return nr(c, SMFIP_NR_MAIL);
 }
@@ -281,31 +329,71 @@ static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
         return nr(c, SMFIP_NR_HDR);
     nlen = strlen(name);
     vlen = strlen(value);
-    /* Rebuild the raw field: "Name:" + value (its leading space kept with
-     * SMFIP_HDR_LEADSPC) + CRLF, with Postfix's bare-LF folding made CRLF. */
     if (!account(c, nlen + 1 + vlen + 2))
         return nr(c, SMFIP_NR_HDR);
-    mime_push(c->parser, name, nlen);
-    if (c->pflags & SMFIP_HDR_LEADSPC) {
-        mime_push(c->parser, ":", 1);
-    } else {
-        mime_push(c->parser, ": ", 2);
+    if (strcasecmp(name, "From") == 0) {
+        c->from_count++;
+        if (!c->from_seen) {
+            c->from_seen = true;
+            if (vlen < sizeof(c->from))
+                memcpy(c->from, value, vlen + 1);
+        }
     }
-    for (const char *p = value; *p != '\0';) {
+    /* Rebuild the raw field: "Name:" + value (its leading space kept with
+     * SMFIP_HDR_LEADSPC) + CRLF, with Postfix's bare-LF folding made CRLF. */
+    struct buf *f = &c->field;
+    buf_reset(f);
+    int bad = buf_append(f, name, nlen);
+    bad |= (c->pflags & SMFIP_HDR_LEADSPC) ? buf_putc(f, ':') : buf_puts(f, ": ");
+    for (const char *p = value; *p != '\0' && bad == 0;) {
         const char *nl = strchr(p, '\n');
         if (nl == NULL) {
-            mime_push(c->parser, p, strlen(p));
+            bad |= buf_puts(f, p);
             break;
         }
         size_t seg = (size_t)(nl - p);
         if (seg > 0 && p[seg - 1] == '\r')
             seg--;
-        mime_push(c->parser, p, seg);
-        mime_push(c->parser, "\r\n", 2);
+        bad |= buf_append(f, p, seg);
+        bad |= buf_puts(f, "\r\n");
         p = nl + 1;
     }
-    mime_push(c->parser, "\r\n", 2);
+    if (bad != 0) {
+        /* Longer than MAX_FIELD (or no memory): the DKIM check cannot see
+         * this field and must not pass; the parser refuses it as well. */
+        c->oversize = c->oversize || f->len >= MAX_FIELD;
+        if (!c->oversize)
+            c->failed = true;
+        dkimcheck_msg_free(&c->dv);
+        dkimsign_msg_free(&c->ds);
+        return nr(c, SMFIP_NR_HDR);
+    }
+    if (c->dv != NULL)
+        dkimcheck_header(c->dv, f->data, f->len);
+    if (c->ds != NULL)
+        dkimsign_header(c->ds, f->data, f->len);
+    buf_puts(f, "\r\n");
+    mime_push(c->parser, f->data, f->len);
+    rejected_spool_write(rejected, &c->spool, f->data, f->len);
     return nr(c, SMFIP_NR_HDR);
+}
+
+/* The From domain, lowercased, for DKIM alignment; "" when there is none. */
+static void from_domain(const struct conn *c, char *out, size_t outlen)
+{
+    char addr[ADDRESS_MAX];
+    enum address_domain_kind kind;
+    const char *d;
+    size_t dlen;
+
+    out[0] = '\0';
+    if (c->from[0] == '\0' || address_extract(c->from, strlen(c->from), addr, sizeof(addr)) < 0 ||
+        address_domain(addr, &kind, &d, &dlen) < 0 || kind != ADDRESS_DOMAIN_NAME ||
+        dlen >= outlen)
+        return;
+    memcpy(out, d, dlen);
+    out[dlen] = '\0';
+    address_lowercase(out);
 }
 
 static void end_of_headers(struct conn *c)
@@ -314,6 +402,14 @@ static void end_of_headers(struct conn *c)
         c->in_body = true;
         if (c->parser != NULL && !c->oversize)
             mime_push(c->parser, "\r\n", 2);
+        rejected_spool_write(rejected, &c->spool, "\r\n", 2);
+        if (c->dv != NULL) {
+            char domain[256];
+            from_domain(c, domain, sizeof(domain));
+            dkimcheck_eoh(c->dv, domain[0] != '\0' ? domain : NULL);
+        }
+        if (c->ds != NULL)
+            dkimsign_eoh(c->ds);
     }
 }
 
@@ -324,8 +420,16 @@ static sfsistat cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
     if (c == NULL || !c->active || c->failed || c->parser == NULL)
         return nr(c, SMFIP_NR_BODY);
     end_of_headers(c);
-    if (account(c, len))
+    if (account(c, len)) {
         mime_push(c->parser, (const char *)chunk, len);
+        if (c->dv != NULL)
+            dkimcheck_body(c->dv, chunk, len);
+        if (c->ds != NULL)
+            dkimsign_body(c->ds, chunk, len);
+        rejected_spool_write(rejected, &c->spool, chunk, len);
+    } else {
+        rejected_spool_discard(&c->spool);
+    }
     return nr(c, SMFIP_NR_BODY);
 }
 
@@ -334,6 +438,57 @@ static void verdict_log(void *ctx, enum log_level level, const char *target, con
 {
     (void)ctx;
     log_msg(level, target, "%s", text);
+}
+
+/* The origin check, called by the policy only when it needs it. */
+static enum verdict_origin origin_check(void *ctx)
+{
+    struct conn *c = ctx;
+    enum verdict_origin o;
+
+    if (!c->verify)
+        return ORIGIN_SKIPPED;
+    if (c->dv == NULL) /* dropped on a header it could not hold: fail closed */
+        return ORIGIN_NO_VALID_SIGNATURE;
+    size_t naddr = c->from[0] != '\0' ? address_count(c->from, strlen(c->from)) : 0;
+    o = dkimcheck_finish(c->dv, c->from_count, naddr, c->dkim_why, sizeof(c->dkim_why));
+    log_msg(o == ORIGIN_PASS ? LOGL_DEBUG : LOGL_INFO, TARGET, "%s: DKIM %s: %s", c->qid,
+            o == ORIGIN_PASS ? "pass" : o == ORIGIN_TEMPFAIL ? "temporary failure" : "fail",
+            c->dkim_why);
+    return o;
+}
+
+/* Keeps a DKIM-rejected message (spec 6.7). */
+static void keep_rejected(struct conn *c)
+{
+    char where[512];
+    if (rejected == NULL)
+        return;
+    if (rejected_keep(rejected, &c->spool, "dkim-verify", c->qid, where, sizeof(where)) == 0) {
+        log_info(TARGET, "Rejected message stored at: %s/%s", cfg->rejected_dir, where);
+    } else {
+        log_err(TARGET, "Failed to save rejected message to file: %s", where);
+        log_info(TARGET, "Rejected message stored at: ERR");
+    }
+}
+
+/* Adds the DKIM-Signature of an accepted outgoing message. */
+static int sign(SMFICTX *ctx, struct conn *c)
+{
+    char value[8192];
+    int lead = (c->pflags & SMFIP_HDR_LEADSPC) != 0;
+
+    value[0] = ' ';
+    if (dkimsign_finish(c->ds, value + lead, sizeof(value) - 1) < 0) {
+        log_err(TARGET, "%s: cannot sign: %s", c->qid, value + lead);
+        return -1;
+    }
+    if (smfi_insheader(ctx, 0, "DKIM-Signature", value) != MI_SUCCESS) {
+        log_err(TARGET, "%s: smfi_insheader failed", c->qid);
+        return -1;
+    }
+    log_debug(TARGET, "%s: signed with d=%s s=%s", c->qid, cfg->mail_domain, cfg->dkim_selector);
+    return 0;
 }
 
 static sfsistat cb_eom(SMFICTX *ctx)
@@ -365,9 +520,9 @@ static sfsistat cb_eom(SMFICTX *ctx)
     in.oversize = c->oversize;
     in.passthrough_senders = &cfg->passthrough_senders;
     in.passthrough_recipients = &cfg->passthrough_recipients;
-    /* The DKIM seam: verification arrives with the next milestone; until then
-     * the origin check is reported as skipped. */
     in.origin = ORIGIN_SKIPPED;
+    in.origin_fn = origin_check;
+    in.origin_ctx = c;
 
     vr = calloc(c->nrcpts ? c->nrcpts : 1, sizeof(*vr));
     if (vr == NULL) {
@@ -420,9 +575,15 @@ static sfsistat cb_eom(SMFICTX *ctx)
             rc = tempfail(ctx, "smfi_chgfrom failed");
             goto out;
         }
+        if (c->ds != NULL && sign(ctx, c) < 0) {
+            rc = tempfail(ctx, "DKIM signing failed");
+            goto out;
+        }
         rc = SMFIS_CONTINUE;
         break;
     case VERDICT_REJECT:
+        if (v.reason == REASON_DKIM)
+            keep_rejected(c);
         set_reply(ctx, v.code, v.xcode, v.text);
         rc = SMFIS_REJECT;
         break;
@@ -458,7 +619,7 @@ static sfsistat cb_close(SMFICTX *ctx)
 static struct smfiDesc filter = {
     .xxfi_name = "filtermail",
     .xxfi_version = SMFI_VERSION,
-    .xxfi_flags = SMFIF_DELRCPT | SMFIF_CHGFROM | SMFIF_SETSYMLIST,
+    .xxfi_flags = SMFIF_DELRCPT | SMFIF_CHGFROM | SMFIF_SETSYMLIST | SMFIF_ADDHDRS,
     .xxfi_envfrom = cb_envfrom,
     .xxfi_envrcpt = cb_envrcpt,
     .xxfi_header = cb_header,
@@ -468,6 +629,50 @@ static struct smfiDesc filter = {
     .xxfi_close = cb_close,
     .xxfi_negotiate = cb_negotiate,
 };
+
+/* FILTERMAIL_SKIP_DKIM=1|true (any case) turns verification off (spec 6.6). */
+static bool skip_dkim(void)
+{
+    const char *v = getenv("FILTERMAIL_SKIP_DKIM");
+    return v != NULL && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0);
+}
+
+/* Resolver, verifier, signer and rejected store. Runs as root, before the
+ * privileges are dropped: the signing key is readable by root only. */
+static int setup_dkim(char *err, size_t errlen)
+{
+    static struct dns_resolver *dns;
+
+    if (cfg->dkim_sign) {
+        signer = dkimsign_new(cfg->dkim_key, cfg->dkim_selector, cfg->mail_domain, NULL, err,
+                              errlen);
+        if (signer == NULL)
+            return -1;
+        log_debug(TARGET, "signing outgoing mail: d=%s s=%s a=%s", cfg->mail_domain,
+                  cfg->dkim_selector, dkimsign_algorithm(signer));
+    }
+    if (skip_dkim()) {
+        log_warn("filtermail", "DKIM verification DISABLED! This should not be used in production.");
+        return 0;
+    }
+    struct dns_config dc = {
+        .unbound_config = cfg->unbound_config[0] != '\0' ? cfg->unbound_config : NULL,
+        .trust_anchor = cfg->trust_anchor,
+    };
+    dns = dns_resolver_new(&dc, err, errlen);
+    if (dns == NULL)
+        return -1;
+    checker = dkimcheck_new(dns, (int)cfg->dns_timeout * 1000, err, errlen);
+    if (checker == NULL)
+        return -1;
+    if (cfg->rejected_dir[0] != '\0') {
+        rejected = rejected_open(cfg->rejected_dir, cfg->rejected_max_files,
+                                 cfg->rejected_max_bytes, err, errlen);
+        if (rejected == NULL)
+            return -1;
+    }
+    return 0;
+}
 
 static void usage(const char *argv0)
 {
@@ -495,6 +700,11 @@ int main(int argc, char **argv)
     }
     cfg = c;
     log_init(argv[0], cfg->log_level);
+
+    if (setup_dkim(err, sizeof(err)) < 0) {
+        fprintf(stderr, "Failed to set up DKIM: %s\n", err);
+        return 1;
+    }
 
     sock = cfg->milter_socket;
     if (smfi_setconn((char *)sock) != MI_SUCCESS)

@@ -177,7 +177,7 @@ static bool origin_check(struct verdict_ctx *c, const char *from)
     }
     if (kind == ADDRESS_DOMAIN_LITERAL)
         return true; /* domain literals rely on encryption alone (upstream 0.6.0) */
-    switch (c->in->origin) {
+    switch (c->in->origin_fn != NULL ? c->in->origin_fn(c->in->origin_ctx) : c->in->origin) {
     case ORIGIN_PASS:
     case ORIGIN_SKIPPED:
         return true;

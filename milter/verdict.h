@@ -50,6 +50,11 @@ struct verdict_input {
     const struct config_list *passthrough_senders;
     const struct config_list *passthrough_recipients;
     enum verdict_origin origin;
+    /* When set, called instead of reading origin, and only when the policy
+     * needs the origin check: so a message refused for other reasons never
+     * costs a key lookup. */
+    enum verdict_origin (*origin_fn)(void *ctx);
+    void *origin_ctx;
 };
 
 enum verdict_action {

@@ -373,6 +373,47 @@ static void test_incoming_origin(void)
     check_reply(&v, VERDICT_REJECT, "553", "", "Invalid email address: a@b@remote.example");
 }
 
+static int origin_calls;
+static enum verdict_origin counted_origin(void *ctx)
+{
+    origin_calls++;
+    return *(enum verdict_origin *)ctx;
+}
+
+/* The lazy origin check runs only when the policy needs it. */
+static void test_incoming_origin_lazy(void)
+{
+    struct verdict_rcpt r[] = {{.addr = "user2@example.org", .enforce_e2ee = true}};
+    struct mime_result m = msg(false, "user1@remote.example");
+    enum verdict_origin o = ORIGIN_NO_SIGNATURE;
+    struct verdict_input in;
+    struct verdict v;
+
+    memset(&in, 0, sizeof(in));
+    in.dir = IN;
+    in.sender = "user1@remote.example";
+    in.rcpts = r;
+    in.nrcpts = 1;
+    in.msg = &m;
+    in.origin = ORIGIN_PASS; /* ignored when origin_fn is set */
+    in.origin_fn = counted_origin;
+    in.origin_ctx = &o;
+    origin_calls = 0;
+    verdict_decide(&in, &v, NULL, NULL); /* cleartext: 523 before any lookup */
+    CHECK(strcmp(v.code, "523") == 0);
+    CHECK_INT(origin_calls, 0);
+    m = msg(true, "one@[192.0.2.0]");
+    in.sender = "one@[192.0.2.0]";
+    verdict_decide(&in, &v, NULL, NULL); /* domain literal: never looked up */
+    CHECK(v.action == VERDICT_ACCEPT);
+    CHECK_INT(origin_calls, 0);
+    m = msg(true, "user1@remote.example");
+    in.sender = "user1@remote.example";
+    verdict_decide(&in, &v, NULL, NULL);
+    CHECK_INT(origin_calls, 1);
+    check_reply(&v, VERDICT_REJECT, "554", "5.7.1", "No DKIM signature found");
+}
+
 static void test_errors(void)
 {
     struct verdict_rcpt r[] = {{.addr = "user2@example.org", .disabled = true}};
@@ -415,6 +456,7 @@ int main(void)
     UNIT_RUN(test_incoming_mailer_daemon);
     UNIT_RUN(test_incoming_disabled);
     UNIT_RUN(test_incoming_origin);
+    UNIT_RUN(test_incoming_origin_lazy);
     UNIT_RUN(test_errors);
     return unit_summary();
 }

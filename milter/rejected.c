@@ -1,0 +1,204 @@
+/* rejected: the bounded store of DKIM-rejected messages. */
+#include "rejected.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct rejected_store {
+    int dirfd;
+    uint32_t max_files;
+    uint64_t max_bytes;
+    pthread_mutex_t lock; /* naming and rotation */
+    unsigned long serial;
+};
+
+struct entry {
+    char name[128];
+    struct timespec mtime;
+    uint64_t size;
+};
+
+struct rejected_store *rejected_open(const char *dir, uint32_t max_files, uint64_t max_bytes,
+                                     char *err, size_t errlen)
+{
+    struct rejected_store *s;
+
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "filtermail_rejected_dir %s: %s", dir, strerror(errno));
+        return NULL;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (s->dirfd < 0) {
+        snprintf(err, errlen, "filtermail_rejected_dir %s: %s", dir, strerror(errno));
+        free(s);
+        return NULL;
+    }
+    s->max_files = max_files;
+    s->max_bytes = max_bytes;
+    pthread_mutex_init(&s->lock, NULL);
+    return s;
+}
+
+void rejected_close(struct rejected_store **sp)
+{
+    struct rejected_store *s = *sp;
+    if (s == NULL)
+        return;
+    close(s->dirfd);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    *sp = NULL;
+}
+
+void rejected_spool_begin(struct rejected_store *s, struct rejected_spool *sp)
+{
+    sp->bytes = 0;
+    sp->fd = s != NULL ? openat(s->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
+}
+
+void rejected_spool_discard(struct rejected_spool *sp)
+{
+    if (sp->fd >= 0)
+        close(sp->fd);
+    sp->fd = -1;
+    sp->bytes = 0;
+}
+
+void rejected_spool_write(struct rejected_store *s, struct rejected_spool *sp, const void *data,
+                          size_t len)
+{
+    const char *p = data;
+    if (sp->fd < 0)
+        return;
+    if (sp->bytes + len > s->max_bytes) {
+        rejected_spool_discard(sp);
+        sp->bytes = UINT64_MAX; /* remembered: too large to keep */
+        return;
+    }
+    while (len > 0) {
+        ssize_t n = write(sp->fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rejected_spool_discard(sp);
+            return;
+        }
+        p += n;
+        len -= (size_t)n;
+        sp->bytes += (uint64_t)n;
+    }
+}
+
+static int older(const void *a, const void *b)
+{
+    const struct entry *x = a, *y = b;
+    if (x->mtime.tv_sec != y->mtime.tv_sec)
+        return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
+    if (x->mtime.tv_nsec != y->mtime.tv_nsec)
+        return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* Deletes the oldest .eml files in the reason directory until the caps hold. */
+static void rotate(struct rejected_store *s, int rfd)
+{
+    int fd = dup(rfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    struct entry *e = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t total = 0;
+    struct dirent *de;
+
+    if (d == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        size_t l = strlen(de->d_name);
+        if (l < 5 || l >= sizeof(e->name) || strcmp(de->d_name + l - 4, ".eml") != 0)
+            continue;
+        if (fstatat(rfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            struct entry *ne = realloc(e, ncap * sizeof(*e));
+            if (ne == NULL)
+                break;
+            e = ne;
+            cap = ncap;
+        }
+        snprintf(e[n].name, sizeof(e[n].name), "%s", de->d_name);
+        e[n].mtime = st.st_mtim;
+        e[n].size = (uint64_t)st.st_size;
+        total += e[n].size;
+        n++;
+    }
+    closedir(d);
+    qsort(e, n, sizeof(*e), older);
+    for (size_t i = 0; i < n && (n - i > s->max_files || total > s->max_bytes); i++) {
+        if (unlinkat(rfd, e[i].name, 0) == 0)
+            total -= e[i].size;
+    }
+    free(e);
+}
+
+int rejected_keep(struct rejected_store *s, struct rejected_spool *sp, const char *reason,
+                  const char *qid, char *out, size_t outlen)
+{
+    char id[32], name[128], proc[64];
+    size_t o = 0;
+    int rfd, rc = -1;
+
+    if (sp->fd < 0) {
+        snprintf(out, outlen, "%s", sp->bytes == UINT64_MAX ? "too large to keep"
+                                                            : "not spooled");
+        sp->bytes = 0;
+        return -1;
+    }
+    for (const char *p = qid; *p != '\0' && o + 1 < sizeof(id); p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9'))
+            id[o++] = *p;
+    }
+    id[o] = '\0';
+
+    pthread_mutex_lock(&s->lock);
+    if (mkdirat(s->dirfd, reason, 0700) < 0 && errno != EEXIST) {
+        snprintf(out, outlen, "%s: %s", reason, strerror(errno));
+        goto done;
+    }
+    rfd = openat(s->dirfd, reason, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (rfd < 0) {
+        snprintf(out, outlen, "%s: %s", reason, strerror(errno));
+        goto done;
+    }
+    snprintf(name, sizeof(name), "%lld-%s-%lu.eml", (long long)time(NULL),
+             id[0] != '\0' ? id : "NOQUEUE", ++s->serial);
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", sp->fd);
+    if (linkat(AT_FDCWD, proc, rfd, name, AT_SYMLINK_FOLLOW) < 0) {
+        snprintf(out, outlen, "%s/%s: %s", reason, name, strerror(errno));
+    } else {
+        snprintf(out, outlen, "%s/%s", reason, name);
+        rotate(s, rfd);
+        rc = 0;
+    }
+    close(rfd);
+done:
+    pthread_mutex_unlock(&s->lock);
+    rejected_spool_discard(sp);
+    return rc;
+}
