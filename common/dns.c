@@ -131,6 +131,17 @@ struct dns_resolver *dns_resolver_new(const struct dns_config *cfg, char *err, s
         snprintf(err, errlen, "libunbound: %s", ub_strerror(e));
         goto fail;
     }
+    /* One local query makes libunbound read its files (trust anchor, auth
+     * zones) now, while a daemon still has the privileges to read them; the
+     * localhost zone is answered locally, without the network. */
+    struct ub_result *warm = NULL;
+    e = ub_resolve(r->ctx, "localhost.", 1 /* A */, 1 /* IN */, &warm);
+    if (warm != NULL)
+        ub_resolve_free(warm);
+    if (e != 0) {
+        snprintf(err, errlen, "libunbound: %s", ub_strerror(e));
+        goto fail;
+    }
     if (pipe2(r->stop_pipe, O_CLOEXEC) < 0) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto fail;
