@@ -266,6 +266,9 @@ static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
         if (c->dv == NULL)
             c->failed = true;
         rejected_spool_begin(rejected, &c->spool);
+        if (rejected != NULL && c->spool.fd < 0)
+            log_warn(TARGET, "cannot spool into %s (%s): a message refused by DKIM will not "
+                     "be kept", cfg->rejected_dir, strerror(errno));
     } else if (c->dir == ARMOR_OUTGOING && signer != NULL) {
         c->ds = dkimsign_msg_new(signer, "milter");
         if (c->ds == NULL)
@@ -666,8 +669,16 @@ static int setup_dkim(char *err, size_t errlen)
     if (checker == NULL)
         return -1;
     if (cfg->rejected_dir[0] != '\0') {
+        /* A directory created here belongs to the user the milter runs as. */
+        uid_t uid = geteuid();
+        gid_t gid = getegid();
+        struct passwd *pw = uid == 0 ? getpwnam(cfg->user) : NULL;
+        if (pw != NULL) {
+            uid = pw->pw_uid;
+            gid = pw->pw_gid;
+        }
         rejected = rejected_open(cfg->rejected_dir, cfg->rejected_max_files,
-                                 cfg->rejected_max_bytes, err, errlen);
+                                 cfg->rejected_max_bytes, uid, gid, err, errlen);
         if (rejected == NULL)
             return -1;
     }

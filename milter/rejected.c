@@ -27,11 +27,16 @@ struct entry {
 };
 
 struct rejected_store *rejected_open(const char *dir, uint32_t max_files, uint64_t max_bytes,
-                                     char *err, size_t errlen)
+                                     uid_t uid, gid_t gid, char *err, size_t errlen)
 {
     struct rejected_store *s;
 
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+    if (mkdir(dir, 0700) == 0) {
+        if (chown(dir, uid, gid) < 0) {
+            snprintf(err, errlen, "filtermail_rejected_dir %s: chown: %s", dir, strerror(errno));
+            return NULL;
+        }
+    } else if (errno != EEXIST) {
         snprintf(err, errlen, "filtermail_rejected_dir %s: %s", dir, strerror(errno));
         return NULL;
     }

@@ -15,12 +15,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct rejected_store;
 
-/* Opens (and creates, mode 0700) the directory. NULL with a message in err. */
+/* Opens the directory, creating it (mode 0700, owned by uid:gid, for the
+ * user the daemon will run as) when it is missing. NULL with a message in err. */
 struct rejected_store *rejected_open(const char *dir, uint32_t max_files, uint64_t max_bytes,
-                                     char *err, size_t errlen);
+                                     uid_t uid, gid_t gid, char *err, size_t errlen);
 void rejected_close(struct rejected_store **s);
 
 /* One message's spool. */

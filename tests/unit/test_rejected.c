@@ -51,7 +51,7 @@ static void test_keep_and_caps(void)
     char err[256], out[512], path[1024];
     unsigned long long bytes;
     struct stat st;
-    struct rejected_store *s = rejected_open(dir, 3, 1000, err, sizeof(err));
+    struct rejected_store *s = rejected_open(dir, 3, 1000, getuid(), getgid(), err, sizeof(err));
 
     CHECK(s != NULL);
     if (s == NULL)
@@ -100,7 +100,7 @@ static void test_keep_and_caps(void)
 static void test_bad_dir(void)
 {
     char err[256];
-    CHECK(rejected_open("/nonexistent/dir/x", 1, 1, err, sizeof(err)) == NULL);
+    CHECK(rejected_open("/nonexistent/dir/x", 1, 1, getuid(), getgid(), err, sizeof(err)) == NULL);
     CHECKF(strstr(err, "filtermail_rejected_dir") != NULL, "%s", err);
 }
 
