@@ -147,13 +147,23 @@ static void conn_free(SMFICTX *ctx)
     smfi_setpriv(ctx, NULL);
 }
 
+/* The longest reply libmilter passes on (MAXREPLYLEN in libmilter/smfi.c):
+ * code, enhanced code, text and separators together. */
+#define MILTER_MAX_REPLY 980
+
 /* Sets an SMTP reply; the text goes through libmilter's printf-like expansion,
- * so '%' is doubled. */
+ * so '%' is doubled. A text that would not fit (a From: of a thousand
+ * characters quoted back) is cut, never a doubled '%' in half: libmilter
+ * refuses a longer reply, and Postfix would answer a generic 550 instead. */
 static void set_reply(SMFICTX *ctx, const char *code, const char *xcode, const char *text)
 {
-    char esc[2100];
+    char esc[MILTER_MAX_REPLY + 1];
+    size_t budget = MILTER_MAX_REPLY - strlen(code) - 2 - (xcode[0] ? strlen(xcode) + 1 : 0) - 1;
     size_t o = 0;
-    for (const char *p = text; *p != '\0' && o + 2 < sizeof(esc); p++) {
+    for (const char *p = text; *p != '\0'; p++) {
+        size_t need = *p == '%' ? 2 : 1;
+        if (o + need > budget)
+            break;
         if (*p == '%')
             esc[o++] = '%';
         esc[o++] = *p;
@@ -161,7 +171,7 @@ static void set_reply(SMFICTX *ctx, const char *code, const char *xcode, const c
     esc[o] = '\0';
     if (smfi_setreply(ctx, (char *)code, xcode[0] != '\0' ? (char *)xcode : NULL, esc) !=
         MI_SUCCESS)
-        log_warn(TARGET, "could not set reply %s %s", code, text);
+        log_warn(TARGET, "could not set reply %s %.100s", code, text);
 }
 
 static sfsistat tempfail(SMFICTX *ctx, const char *why)
