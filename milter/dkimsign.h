@@ -2,8 +2,9 @@
  *
  * Signs with d=mail_domain, the relay's selector and key (chatmail's defaults:
  * selector "opendkim", /etc/dkimkeys/opendkim.private, PKCS#8 or traditional
- * PEM), relaxed/simple canonicalisation, rsa-sha256. Ed25519 signing keys
- * are refused: libopendkim 2.11 leaks them once per signed message. It signs libopendkim's default header list plus Autocrypt, and
+ * PEM), relaxed/simple canonicalisation, rsa-sha256 (libopendkim) or
+ * ed25519-sha256 (edsign.c: libopendkim 2.11 leaks Ed25519 signing keys) by
+ * key type. It signs libopendkim's default header list plus Autocrypt, and
  * oversigns (signs one more instance than present, so none can be added) the
  * headers chatmail's OpenDKIM configuration oversigns plus Message-ID and
  * Content-Type: see DKIMSIGN_OVERSIGN.

@@ -293,12 +293,15 @@ def test_skip_dkim_and_unsigned_outgoing():
 
 
 def test_unusable_signing_key_stops_start():
+    small = keys / "small.pem"
+    sh("openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:512",
+       "-out", small)
     r = Relay(domains=(LOCAL,), ini={"filtermail_dkim_sign": "yes",
-                                     "filtermail_dkim_key": str(keys / "ed.pem")})
+                                     "filtermail_dkim_key": str(small)})
     try:
         r.start()
     except Exception as e:
-        assert "Failed to set up DKIM:" in str(e) and "Ed25519" in str(e), e
+        assert "Failed to set up DKIM:" in str(e) and "1024 bits" in str(e), e
     else:
         r.stop()
-        raise AssertionError("the milter started with an Ed25519 signing key")
+        raise AssertionError("the milter started with a 512-bit signing key")
