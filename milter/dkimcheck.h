@@ -1,6 +1,6 @@
 /* dkimcheck: strict DKIM verification of incoming mail (spec 6.3-6.5).
  *
- * libopendkim verifies; this module feeds it the message as libmilter streams
+ * libopendkim verifies; this module feeds it the message as Postfix streams
  * it, looks keys up through the DNSSEC-validating resolver (dns.h) with a
  * cache that honours each record's TTL, and applies chatmail's rule: a message
  * passes only when a signature verifies (header and body hash) and its d= equals

@@ -277,7 +277,7 @@ int dkimsign_finish(struct dkimsign_msg *m, char *value, size_t len)
         snprintf(value, len, "%s", m->error);
         return -1;
     }
-    /* libopendkim folds with CRLF + TAB; libmilter wants bare LF in values. */
+    /* libopendkim folds with CRLF + TAB; the milter protocol wants bare LF in values. */
     size_t o = 0;
     for (size_t i = 0; value[i] != '\0'; i++)
         if (value[i] != '\r')

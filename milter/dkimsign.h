@@ -46,7 +46,7 @@ void dkimsign_eoh(struct dkimsign_msg *m);
 void dkimsign_body(struct dkimsign_msg *m, const void *data, size_t len);
 
 /* Computes the signature. On success returns 0 and writes the value of the
- * DKIM-Signature field (without the name, folded with LF + TAB as libmilter
+ * DKIM-Signature field (without the name, folded with LF + TAB as the milter protocol
  * expects) to value; -1 with a reason in value on failure. */
 int dkimsign_finish(struct dkimsign_msg *m, char *value, size_t len);
 

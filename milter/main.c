@@ -1,12 +1,13 @@
 /* filtermail-milter: the chatmail E2EE gate as a Postfix milter.
  *
- * This file only wires libmilter to the pure parts: envelope and headers and
+ * This file only wires the milter server (mserver.c) to the pure parts: envelope and headers and
  * body chunks go into the streaming analyser (common/mime.c) as they arrive,
  * the flag files are looked up at end of message (common/mailbox.c), and the
- * policy (verdict.c) decides. Per-connection state lives in smfi_setpriv();
- * libmilter runs the callbacks of one connection one after another but on
- * different threads, and those of different connections concurrently, so
- * nothing here is global except the immutable configuration.
+ * policy (verdict.c) decides. Per-connection state lives in msess_setpriv();
+ * the server (mserver.c, which speaks the milter protocol itself: see
+ * mproto.h) runs the callbacks of one connection one after another on its
+ * thread, and those of different connections concurrently, so nothing here is
+ * global except the immutable configuration and the shared DKIM objects.
  *
  * To cost Postfix as little as possible the milter negotiates away every stage
  * it does not need and asks for no reply to headers and body chunks: a message
@@ -21,7 +22,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <libmilter/mfapi.h>
+#include <libmilter/mfdef.h>
 
 #include "address.h"
 #include "buf.h"
@@ -32,6 +36,7 @@
 #include "log.h"
 #include "mailbox.h"
 #include "mime.h"
+#include "mserver.h"
 #include "privs.h"
 #include "rejected.h"
 #include "verdict.h"
@@ -42,8 +47,13 @@
  * defaults to 1000. More is refused with a temporary error. */
 #define MAX_RCPTS 10000
 
-/* libmilter's I/O timeout towards Postfix (its default is 7210 s). */
+/* Seconds a read from or write to Postfix may wait (libmilter's default is
+ * 7210 s); Postfix's own milter timeouts are shorter. */
 #define MILTER_TIMEOUT 600
+
+/* Concurrent Postfix connections served; Postfix opens one per smtpd
+ * process (default_process_limit 100). */
+#define MAX_SESSIONS 1000
 
 /* The longest header field kept whole for DKIM (Postfix's header_size_limit
  * defaults to 100 KiB) and the longest From value looked at. */
@@ -57,7 +67,7 @@ static struct dkimsign *signer;   /* signing of outgoing mail */
 static struct rejected_store *rejected;
 
 struct rcpt {
-    char *raw;   /* as Postfix gave it, without angle brackets (for smfi_delrcpt) */
+    char *raw;   /* as Postfix gave it, without angle brackets (for msess_delrcpt) */
     char *addr;  /* lowercased */
 };
 
@@ -87,9 +97,9 @@ struct conn {
 };
 
 /* The reply for callbacks whose answer we negotiated away. */
-static sfsistat nr(const struct conn *c, unsigned long flag)
+static enum mstatus nr(const struct conn *c, unsigned long flag)
 {
-    return (c != NULL && (c->pflags & flag)) ? SMFIS_NOREPLY : SMFIS_CONTINUE;
+    return (c != NULL && (c->pflags & flag)) ? MS_NOREPLY : MS_CONTINUE;
 }
 
 static void conn_reset_message(struct conn *c)
@@ -117,26 +127,23 @@ static void conn_reset_message(struct conn *c)
     c->verify = false;
 }
 
-static struct conn *conn_get(SMFICTX *ctx)
+static struct conn *conn_get(struct msess *ctx)
 {
-    struct conn *c = smfi_getpriv(ctx);
+    struct conn *c = msess_getpriv(ctx);
     if (c == NULL) {
         c = calloc(1, sizeof(*c));
         if (c == NULL)
             return NULL;
         buf_init(&c->field, MAX_FIELD);
         c->spool.fd = -1;
-        if (smfi_setpriv(ctx, c) != MI_SUCCESS) {
-            free(c);
-            return NULL;
-        }
+        msess_setpriv(ctx, c);
     }
     return c;
 }
 
-static void conn_free(SMFICTX *ctx)
+static void conn_free(struct msess *ctx)
 {
-    struct conn *c = smfi_getpriv(ctx);
+    struct conn *c = msess_getpriv(ctx);
     if (c == NULL)
         return;
     conn_reset_message(c);
@@ -144,18 +151,18 @@ static void conn_free(SMFICTX *ctx)
     buf_free(&c->field);
     mime_parser_free(&c->parser);
     free(c);
-    smfi_setpriv(ctx, NULL);
+    msess_setpriv(ctx, NULL);
 }
 
-/* The longest reply libmilter passes on (MAXREPLYLEN in libmilter/smfi.c):
- * code, enhanced code, text and separators together. */
+/* The longest reply sent, as libmilter allows (MAXREPLYLEN in
+ * libmilter/smfi.c): code, enhanced code, text and separators together. */
 #define MILTER_MAX_REPLY 980
 
-/* Sets an SMTP reply; the text goes through libmilter's printf-like expansion,
- * so '%' is doubled. A text that would not fit (a From: of a thousand
- * characters quoted back) is cut, never a doubled '%' in half: libmilter
- * refuses a longer reply, and Postfix would answer a generic 550 instead. */
-static void set_reply(SMFICTX *ctx, const char *code, const char *xcode, const char *text)
+/* Sets an SMTP reply. '%' is doubled, the milter convention (sendmail expands
+ * reply texts printf-style; Postfix undoes the doubling). A text that would
+ * not fit (a From: of a thousand characters quoted back) is cut, never a
+ * doubled '%' in half. */
+static void set_reply(struct msess *ctx, const char *code, const char *xcode, const char *text)
 {
     char esc[MILTER_MAX_REPLY + 1];
     size_t budget = MILTER_MAX_REPLY - strlen(code) - 2 - (xcode[0] ? strlen(xcode) + 1 : 0) - 1;
@@ -169,16 +176,15 @@ static void set_reply(SMFICTX *ctx, const char *code, const char *xcode, const c
         esc[o++] = *p;
     }
     esc[o] = '\0';
-    if (smfi_setreply(ctx, (char *)code, xcode[0] != '\0' ? (char *)xcode : NULL, esc) !=
-        MI_SUCCESS)
+    if (msess_setreply(ctx, code, xcode, esc) != 0)
         log_warn(TARGET, "could not set reply %s %.100s", code, text);
 }
 
-static sfsistat tempfail(SMFICTX *ctx, const char *why)
+static enum mstatus tempfail(struct msess *ctx, const char *why)
 {
     set_reply(ctx, "451", "4.3.0", "Internal error in the mail filter, try again later");
     log_err(TARGET, "temporary failure: %s", why);
-    return SMFIS_TEMPFAIL;
+    return MS_TEMPFAIL;
 }
 
 /* Strips one pair of angle brackets. */
@@ -216,41 +222,37 @@ static bool daemon_is_outgoing(const char *name)
     return name != NULL && config_list_has(&cfg->outgoing_daemon_names, name);
 }
 
-static sfsistat cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
-                             unsigned long f3, unsigned long *pf0, unsigned long *pf1,
-                             unsigned long *pf2, unsigned long *pf3)
-{
-    const unsigned long want = SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA |
-                               SMFIP_NOEOH | SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR |
-                               SMFIP_NR_BODY | SMFIP_HDR_LEADSPC;
-    struct conn *c = conn_get(ctx);
+/* What the milter asks of Postfix: every stage it does not need skipped, no
+ * reply to MAIL, RCPT, headers and body chunks (a message costs Postfix one
+ * round trip, at end of message), header values with their leading space. */
+#define PROTOCOL (SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA | SMFIP_NOEOH | \
+                  SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR | SMFIP_NR_BODY | SMFIP_HDR_LEADSPC)
+#define ACTIONS (SMFIF_DELRCPT | SMFIF_CHGFROM | SMFIF_SETSYMLIST | SMFIF_ADDHDRS)
+/* {daemon_name} at MAIL FROM is evaluated by smtpd with the per-service
+ * value; at end of message cleanup would use main.cf's. */
+#define MAIL_MACROS "i {auth_authen} {daemon_name}"
 
+static enum mstatus cb_connect(struct msess *ctx)
+{
+    struct conn *c = conn_get(ctx);
     if (c == NULL)
-        return SMFIS_TEMPFAIL;
-    *pf0 = f0 & (SMFIF_DELRCPT | SMFIF_CHGFROM | SMFIF_SETSYMLIST | SMFIF_ADDHDRS);
-    *pf1 = f1 & want;
-    *pf2 = 0;
-    *pf3 = 0;
-    c->pflags = *pf1;
-    /* {daemon_name} at MAIL FROM is evaluated by smtpd with the per-service
-     * value; at end of message cleanup would use main.cf's. */
-    if (f0 & SMFIF_SETSYMLIST)
-        smfi_setsymlist(ctx, SMFIM_ENVFROM, "i {auth_authen} {daemon_name}");
-    return SMFIS_CONTINUE;
+        return MS_TEMPFAIL;
+    c->pflags = msess_protocol(ctx);
+    return MS_CONTINUE;
 }
 
-static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
+static enum mstatus cb_envfrom(struct msess *ctx, const char *from)
 {
-    struct conn *c = conn_get(ctx);
+    struct conn *c = msess_getpriv(ctx);
     const char *auth, *daemon;
 
     if (c == NULL)
-        return SMFIS_TEMPFAIL; /* no reply was negotiated yet: cannot be NR */
+        return MS_NOREPLY; /* cannot happen: cb_connect made it */
     conn_reset_message(c);
     c->active = true;
 
-    auth = smfi_getsymval(ctx, "{auth_authen}");
-    daemon = smfi_getsymval(ctx, "{daemon_name}");
+    auth = msess_getsymval(ctx, "{auth_authen}");
+    daemon = msess_getsymval(ctx, "{daemon_name}");
     /* Authentication alone selects the outgoing policy, so a daemon name
      * missing from a submission service can never let a user's cleartext out. */
     c->dir = ((auth != NULL && auth[0] != '\0') || daemon_is_outgoing(daemon)) ? ARMOR_OUTGOING
@@ -259,7 +261,7 @@ static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
               c->dir == ARMOR_OUTGOING ? "outgoing" : "incoming",
               auth != NULL && auth[0] != '\0' ? "set" : "unset", daemon ? daemon : "unset");
 
-    envelope_address(argv[0] != NULL ? argv[0] : "<>", c->sender, sizeof(c->sender));
+    envelope_address(from, c->sender, sizeof(c->sender));
     if (c->parser == NULL) {
         c->parser = mime_parser_new(NULL, c->dir);
         if (c->parser == NULL)
@@ -287,9 +289,9 @@ static sfsistat cb_envfrom(SMFICTX *ctx, char **argv)
     return nr(c, SMFIP_NR_MAIL);
 }
 
-static sfsistat cb_envrcpt(SMFICTX *ctx, char **argv)
+static enum mstatus cb_envrcpt(struct msess *ctx, const char *rcpt)
 {
-    struct conn *c = smfi_getpriv(ctx);
+    struct conn *c = msess_getpriv(ctx);
     char plain[ADDRESS_MAX], addr[ADDRESS_MAX];
 
     if (c == NULL || !c->active)
@@ -308,8 +310,8 @@ static sfsistat cb_envrcpt(SMFICTX *ctx, char **argv)
         c->rcpts = r;
         c->rcap = cap;
     }
-    strip_brackets(argv[0] != NULL ? argv[0] : "", plain, sizeof(plain));
-    envelope_address(argv[0] != NULL ? argv[0] : "", addr, sizeof(addr));
+    strip_brackets(rcpt, plain, sizeof(plain));
+    envelope_address(rcpt, addr, sizeof(addr));
     c->rcpts[c->nrcpts].raw = strdup(plain);
     c->rcpts[c->nrcpts].addr = strdup(addr);
     if (c->rcpts[c->nrcpts].raw == NULL || c->rcpts[c->nrcpts].addr == NULL) {
@@ -333,9 +335,9 @@ static bool account(struct conn *c, size_t n)
     return !c->oversize;
 }
 
-static sfsistat cb_header(SMFICTX *ctx, char *name, char *value)
+static enum mstatus cb_header(struct msess *ctx, const char *name, const char *value)
 {
-    struct conn *c = smfi_getpriv(ctx);
+    struct conn *c = msess_getpriv(ctx);
     size_t nlen, vlen;
 
     if (c == NULL || !c->active || c->failed || c->parser == NULL)
@@ -426,9 +428,9 @@ static void end_of_headers(struct conn *c)
     }
 }
 
-static sfsistat cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+static enum mstatus cb_body(struct msess *ctx, const unsigned char *chunk, size_t len)
 {
-    struct conn *c = smfi_getpriv(ctx);
+    struct conn *c = msess_getpriv(ctx);
 
     if (c == NULL || !c->active || c->failed || c->parser == NULL)
         return nr(c, SMFIP_NR_BODY);
@@ -486,7 +488,7 @@ static void keep_rejected(struct conn *c)
 }
 
 /* Adds the DKIM-Signature of an accepted outgoing message. */
-static int sign(SMFICTX *ctx, struct conn *c)
+static int sign(struct msess *ctx, struct conn *c)
 {
     char value[8192];
     int lead = (c->pflags & SMFIP_HDR_LEADSPC) != 0;
@@ -496,28 +498,28 @@ static int sign(SMFICTX *ctx, struct conn *c)
         log_err(TARGET, "%s: cannot sign: %s", c->qid, value + lead);
         return -1;
     }
-    if (smfi_insheader(ctx, 0, "DKIM-Signature", value) != MI_SUCCESS) {
-        log_err(TARGET, "%s: smfi_insheader failed", c->qid);
+    if (msess_insheader(ctx, 0, "DKIM-Signature", value) != 0) {
+        log_err(TARGET, "%s: cannot add the DKIM-Signature field", c->qid);
         return -1;
     }
     log_debug(TARGET, "%s: signed with d=%s s=%s", c->qid, cfg->mail_domain, cfg->dkim_selector);
     return 0;
 }
 
-static sfsistat cb_eom(SMFICTX *ctx)
+static enum mstatus cb_eom(struct msess *ctx)
 {
-    struct conn *c = smfi_getpriv(ctx);
+    struct conn *c = msess_getpriv(ctx);
     struct verdict_rcpt *vr = NULL;
     struct mime_result res;
     struct verdict v;
     struct verdict_input in;
     struct mailbox_flags flags;
     const char *qid;
-    sfsistat rc;
+    enum mstatus rc;
 
     if (c == NULL || !c->active)
         return tempfail(ctx, "end of message without a transaction");
-    qid = smfi_getsymval(ctx, "i");
+    qid = msess_getsymval(ctx, "i");
     snprintf(c->qid, sizeof(c->qid), "%s", qid != NULL ? qid : "NOQUEUE");
     if (c->failed || c->parser == NULL) {
         rc = tempfail(ctx, "out of memory or too many recipients");
@@ -579,34 +581,34 @@ static sfsistat cb_eom(SMFICTX *ctx)
     switch (v.action) {
     case VERDICT_ACCEPT:
         for (size_t i = 0; i < c->nrcpts; i++) {
-            if (vr[i].remove && smfi_delrcpt(ctx, c->rcpts[i].raw) != MI_SUCCESS) {
-                rc = tempfail(ctx, "smfi_delrcpt failed");
+            if (vr[i].remove && msess_delrcpt(ctx, c->rcpts[i].raw) != 0) {
+                rc = tempfail(ctx, "cannot remove a recipient");
                 goto out;
             }
         }
-        if (v.null_sender && smfi_chgfrom(ctx, "<>", NULL) != MI_SUCCESS) {
-            rc = tempfail(ctx, "smfi_chgfrom failed");
+        if (v.null_sender && msess_chgfrom(ctx, "<>") != 0) {
+            rc = tempfail(ctx, "cannot change the envelope sender");
             goto out;
         }
         if (c->ds != NULL && sign(ctx, c) < 0) {
             rc = tempfail(ctx, "DKIM signing failed");
             goto out;
         }
-        rc = SMFIS_CONTINUE;
+        rc = MS_CONTINUE;
         break;
     case VERDICT_REJECT:
         if (v.reason == REASON_DKIM)
             keep_rejected(c);
         set_reply(ctx, v.code, v.xcode, v.text);
-        rc = SMFIS_REJECT;
+        rc = MS_REJECT;
         break;
     case VERDICT_TEMPFAIL:
         set_reply(ctx, v.code, v.xcode, v.text);
-        rc = SMFIS_TEMPFAIL;
+        rc = MS_TEMPFAIL;
         break;
     case VERDICT_DISCARD:
     default:
-        rc = SMFIS_DISCARD;
+        rc = MS_DISCARD;
         break;
     }
 out:
@@ -615,33 +617,36 @@ out:
     return rc;
 }
 
-static sfsistat cb_abort(SMFICTX *ctx)
+static void cb_abort(struct msess *ctx)
 {
-    struct conn *c = smfi_getpriv(ctx);
+    struct conn *c = msess_getpriv(ctx);
     if (c != NULL)
         conn_reset_message(c);
-    return SMFIS_CONTINUE;
 }
 
-static sfsistat cb_close(SMFICTX *ctx)
+static void cb_close(struct msess *ctx)
 {
     conn_free(ctx);
-    return SMFIS_CONTINUE;
 }
 
-static struct smfiDesc filter = {
-    .xxfi_name = "filtermail",
-    .xxfi_version = SMFI_VERSION,
-    .xxfi_flags = SMFIF_DELRCPT | SMFIF_CHGFROM | SMFIF_SETSYMLIST | SMFIF_ADDHDRS,
-    .xxfi_envfrom = cb_envfrom,
-    .xxfi_envrcpt = cb_envrcpt,
-    .xxfi_header = cb_header,
-    .xxfi_body = cb_body,
-    .xxfi_eom = cb_eom,
-    .xxfi_abort = cb_abort,
-    .xxfi_close = cb_close,
-    .xxfi_negotiate = cb_negotiate,
+static const struct mserver_callbacks callbacks = {
+    .connect = cb_connect,
+    .envfrom = cb_envfrom,
+    .envrcpt = cb_envrcpt,
+    .header = cb_header,
+    .body = cb_body,
+    .eom = cb_eom,
+    .abort = cb_abort,
+    .close = cb_close,
 };
+
+static struct mserver *server;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    mserver_stop(server);
+}
 
 /* FILTERMAIL_SKIP_DKIM=1|true (any case) turns verification off (spec 6.6). */
 static bool skip_dkim(void)
@@ -728,29 +733,40 @@ int main(int argc, char **argv)
     }
 
     sock = cfg->milter_socket;
-    if (smfi_setconn((char *)sock) != MI_SUCCESS)
-        fatal("invalid filtermail_milter_socket %s", sock);
-    if (smfi_register(filter) != MI_SUCCESS)
-        fatal("smfi_register failed");
-    smfi_settimeout(MILTER_TIMEOUT);
-    smfi_setbacklog(128);
-
+    struct mserver_config mc = {
+        .socket_spec = sock,
+        .actions = ACTIONS,
+        .protocol = PROTOCOL,
+        .symlist_stage = SMFIM_ENVFROM,
+        .symlist = MAIL_MACROS,
+        .timeout = MILTER_TIMEOUT,
+        .max_sessions = MAX_SESSIONS,
+        .cb = &callbacks,
+    };
     /* Sockets are for Postfix only: owner and group (the Postfix group) may
      * connect, nobody else. */
     umask(007);
-    if (smfi_opensocket(1) != MI_SUCCESS) {
-        fprintf(stderr, "Server error: cannot listen on %s: %s\n", sock, strerror(errno));
+    server = mserver_open(&mc, err, sizeof(err));
+    if (server == NULL) {
+        fprintf(stderr, "Server error: cannot listen on %s: %s\n", sock, err);
         return 1;
     }
     if (privs_drop(cfg->user, sock, cfg->socket_group, err, sizeof(err)) < 0) {
         fprintf(stderr, "Server error: %s\n", err);
         return 1;
     }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
     log_info("filtermail", "entering serving loop");
     log_debug(TARGET, "listening on %s", sock);
-    if (smfi_main() != MI_SUCCESS) {
-        log_err(TARGET, "libmilter stopped with an error");
+    if (mserver_run(server, err, sizeof(err)) < 0) {
+        log_err(TARGET, "Server error: %s", err);
         return 1;
     }
+    log_info("filtermail", "stopping");
+    mserver_close(&server);
     return 0;
 }

@@ -1,0 +1,555 @@
+/* mserver: the milter server; see mserver.h and, for why it is not
+ * libmilter, mproto.h. */
+#include "mserver.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <libmilter/mfapi.h>
+#include <libmilter/mfdef.h>
+
+#include "buf.h"
+#include "log.h"
+#include "mproto.h"
+
+#define TARGET "filtermail::milter"
+
+/* Macros kept per session (Postfix sends a handful per stage). */
+#define MAX_MACROS 64
+/* Bytes read at once; a packet larger than this grows the buffer up to
+ * MPROTO_MAX_PACKET. */
+#define READ_CHUNK (128 * 1024)
+
+struct mserver {
+    int lfd;
+    int stop_pipe[2];
+    struct mserver_config cfg;
+    atomic_uint sessions;
+};
+
+struct macro {
+    char stage;
+    char *name, *value;
+};
+
+struct msess {
+    struct mserver *srv;
+    int fd;
+    void *priv;
+    uint32_t actions, protocol;
+    bool connected;      /* negotiated; connect callback ran */
+    bool in_eom;         /* modifications are allowed */
+    bool have_reply;
+    char reply[1024];
+    struct macro macros[MAX_MACROS];
+    size_t nmacros;
+    struct buf out;
+    unsigned char *in;
+    size_t inlen, incap;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Session API. */
+
+void *msess_getpriv(struct msess *s)
+{
+    return s->priv;
+}
+
+void msess_setpriv(struct msess *s, void *priv)
+{
+    s->priv = priv;
+}
+
+uint32_t msess_protocol(const struct msess *s)
+{
+    return s->protocol;
+}
+
+const char *msess_getsymval(struct msess *s, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < s->nmacros; i++) {
+        const char *m = s->macros[i].name;
+        /* Postfix sends "{name}" for long names; accept either spelling. */
+        if (strcmp(m, name) == 0 ||
+            (m[0] == '{' && strlen(m) == n + 2 && strncmp(m + 1, name, n) == 0) ||
+            (name[0] == '{' && strlen(m) + 2 == n && strncmp(name + 1, m, n - 2) == 0))
+            return s->macros[i].value;
+    }
+    return NULL;
+}
+
+int msess_setreply(struct msess *s, const char *code, const char *xcode, const char *text)
+{
+    int n = snprintf(s->reply, sizeof(s->reply), "%s%s%s %s", code,
+                     xcode != NULL && xcode[0] != '\0' ? " " : "", xcode != NULL ? xcode : "",
+                     text);
+    if (n < 0 || (size_t)n >= sizeof(s->reply)) {
+        s->have_reply = false;
+        return -1;
+    }
+    s->have_reply = true;
+    return 0;
+}
+
+int msess_delrcpt(struct msess *s, const char *rcpt)
+{
+    if (!s->in_eom || !(s->actions & SMFIF_DELRCPT))
+        return -1;
+    return mproto_put_str(&s->out, SMFIR_DELRCPT, rcpt);
+}
+
+int msess_chgfrom(struct msess *s, const char *from)
+{
+    if (!s->in_eom || !(s->actions & SMFIF_CHGFROM))
+        return -1;
+    return mproto_put_chgfrom(&s->out, from);
+}
+
+int msess_insheader(struct msess *s, uint32_t idx, const char *name, const char *value)
+{
+    if (!s->in_eom || !(s->actions & SMFIF_ADDHDRS))
+        return -1;
+    return mproto_put_insheader(&s->out, idx, name, value);
+}
+
+/* ------------------------------------------------------------------------ */
+/* One connection. */
+
+static void macros_clear(struct msess *s, char stage)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < s->nmacros; i++) {
+        if (stage == 0 || s->macros[i].stage == stage) {
+            free(s->macros[i].name);
+            free(s->macros[i].value);
+        } else {
+            s->macros[o++] = s->macros[i];
+        }
+    }
+    s->nmacros = o;
+}
+
+static void macros_set(struct msess *s, const struct mpacket *p)
+{
+    const char *name, *value;
+    size_t off = 1;
+    if (p->len < 1)
+        return;
+    macros_clear(s, (char)p->data[0]);
+    while (mproto_macro(p, &off, &name, &value) && s->nmacros < MAX_MACROS) {
+        struct macro *m = &s->macros[s->nmacros];
+        m->stage = (char)p->data[0];
+        m->name = strdup(name);
+        m->value = strdup(value);
+        if (m->name == NULL || m->value == NULL) {
+            free(m->name);
+            free(m->value);
+            return;
+        }
+        s->nmacros++;
+    }
+}
+
+/* Queues the answer to a command; nothing when no reply was negotiated. */
+static int respond(struct msess *s, enum mstatus st, uint32_t nr_flag)
+{
+    if (nr_flag != 0 && (s->protocol & nr_flag))
+        return 0;
+    switch (st) {
+    case MS_ACCEPT:
+        return mproto_put(&s->out, SMFIR_ACCEPT, NULL, 0);
+    case MS_REJECT:
+    case MS_TEMPFAIL:
+        if (s->have_reply) {
+            s->have_reply = false;
+            return mproto_put_str(&s->out, SMFIR_REPLYCODE, s->reply);
+        }
+        return mproto_put(&s->out, st == MS_REJECT ? SMFIR_REJECT : SMFIR_TEMPFAIL, NULL, 0);
+    case MS_DISCARD:
+        return mproto_put(&s->out, SMFIR_DISCARD, NULL, 0);
+    case MS_CONTINUE:
+    case MS_NOREPLY:
+    default:
+        return mproto_put(&s->out, SMFIR_CONTINUE, NULL, 0);
+    }
+}
+
+static void session_end(struct msess *s)
+{
+    const struct mserver_callbacks *cb = s->srv->cfg.cb;
+    if (s->connected && cb->close != NULL)
+        cb->close(s);
+    s->connected = false;
+    s->priv = NULL;
+    s->have_reply = false;
+    macros_clear(s, 0);
+}
+
+/* Handles one packet. Returns 0, 1 to close the connection, -1 on error. */
+static int handle(struct msess *s, const struct mpacket *p)
+{
+    const struct mserver_callbacks *cb = s->srv->cfg.cb;
+    const struct mserver_config *cfg = &s->srv->cfg;
+    uint32_t version, actions, protocol;
+    const char *a, *b;
+
+    switch (p->cmd) {
+    case SMFIC_OPTNEG:
+        if (mproto_parse_optneg(p, &version, &actions, &protocol) < 0 || version < 6) {
+            log_err(TARGET, "the MTA offers milter protocol version %u; version 6 is needed",
+                    (unsigned)version);
+            return -1;
+        }
+        s->actions = actions & cfg->actions;
+        s->protocol = protocol & cfg->protocol;
+        if (mproto_put_optneg(&s->out, 6, s->actions, s->protocol, cfg->symlist_stage,
+                              (s->actions & SMFIF_SETSYMLIST) ? cfg->symlist : NULL) < 0)
+            return -1;
+        if (s->connected)
+            session_end(s);
+        s->connected = true;
+        if (cb->connect != NULL && cb->connect(s) != MS_CONTINUE)
+            return -1;
+        return 0;
+    case SMFIC_MACRO:
+        macros_set(s, p);
+        return 0;
+    case SMFIC_MAIL:
+        a = mproto_string(p, 0);
+        return respond(s, cb->envfrom(s, a != NULL ? a : "<>"), SMFIP_NR_MAIL);
+    case SMFIC_RCPT:
+        a = mproto_string(p, 0);
+        return respond(s, cb->envrcpt(s, a != NULL ? a : ""), SMFIP_NR_RCPT);
+    case SMFIC_HEADER:
+        a = mproto_string(p, 0);
+        b = mproto_string(p, 1);
+        if (a == NULL || b == NULL)
+            return -1;
+        return respond(s, cb->header(s, a, b), SMFIP_NR_HDR);
+    case SMFIC_BODY:
+        return respond(s, cb->body(s, p->data, p->len), SMFIP_NR_BODY);
+    case SMFIC_BODYEOB: {
+        enum mstatus st = MS_CONTINUE;
+        if (p->len > 0)
+            st = cb->body(s, p->data, p->len);
+        s->in_eom = true;
+        if (st == MS_CONTINUE || st == MS_NOREPLY)
+            st = cb->eom(s);
+        s->in_eom = false;
+        int rc = respond(s, st, 0);
+        s->have_reply = false;
+        return rc;
+    }
+    case SMFIC_ABORT:
+        if (cb->abort != NULL)
+            cb->abort(s);
+        s->have_reply = false;
+        return 0;
+    case SMFIC_QUIT:
+        return 1;
+    case SMFIC_QUIT_NC:
+        session_end(s);
+        s->connected = true;
+        if (cb->connect != NULL && cb->connect(s) != MS_CONTINUE)
+            return -1;
+        return 0;
+    case SMFIC_CONNECT:
+        return respond(s, MS_CONTINUE, SMFIP_NR_CONN);
+    case SMFIC_HELO:
+        return respond(s, MS_CONTINUE, SMFIP_NR_HELO);
+    case SMFIC_DATA:
+        return respond(s, MS_CONTINUE, SMFIP_NR_DATA);
+    case SMFIC_EOH:
+        return respond(s, MS_CONTINUE, SMFIP_NR_EOH);
+    case SMFIC_UNKNOWN:
+        return respond(s, MS_CONTINUE, SMFIP_NR_UNKN);
+    default:
+        log_warn(TARGET, "unknown milter command 0x%02x", (unsigned char)p->cmd);
+        return -1;
+    }
+}
+
+static int flush(struct msess *s)
+{
+    size_t off = 0;
+    while (off < s->out.len) {
+        ssize_t n = send(s->fd, s->out.data + off, s->out.len - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        off += (size_t)n;
+    }
+    buf_reset(&s->out);
+    return 0;
+}
+
+static void *session(void *arg)
+{
+    struct msess *s = arg;
+    size_t start = 0;
+
+    for (;;) {
+        struct mpacket p;
+        long n;
+        int rc = 0;
+        while ((n = mproto_next(s->in + start, s->inlen - start, MPROTO_MAX_PACKET, &p)) > 0) {
+            start += (size_t)n;
+            rc = handle(s, &p);
+            if (rc != 0)
+                break;
+        }
+        if (s->out.len > 0 && flush(s) < 0)
+            break;
+        if (rc != 0 || n < 0) {
+            if (n < 0)
+                log_warn(TARGET, "malformed milter packet; closing the connection");
+            break;
+        }
+        /* Keep the unfinished packet at the front and read more. */
+        if (start > 0) {
+            memmove(s->in, s->in + start, s->inlen - start);
+            s->inlen -= start;
+            start = 0;
+        }
+        if (s->incap - s->inlen < READ_CHUNK / 4) {
+            size_t cap = s->incap * 2;
+            if (cap > MPROTO_MAX_PACKET + 5 + READ_CHUNK)
+                cap = MPROTO_MAX_PACKET + 5 + READ_CHUNK;
+            if (cap <= s->incap) {
+                log_warn(TARGET, "milter packet too large; closing the connection");
+                break;
+            }
+            unsigned char *in = realloc(s->in, cap);
+            if (in == NULL)
+                break;
+            s->in = in;
+            s->incap = cap;
+        }
+        ssize_t r = recv(s->fd, s->in + s->inlen, s->incap - s->inlen, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break; /* end of connection, timeout or error */
+        s->inlen += (size_t)r;
+    }
+    session_end(s);
+    close(s->fd);
+    buf_free(&s->out);
+    free(s->in);
+    atomic_fetch_sub(&s->srv->sessions, 1);
+    free(s);
+    return NULL;
+}
+
+static void start_session(struct mserver *srv, int fd)
+{
+    struct timeval tv = {.tv_sec = srv->cfg.timeout};
+    struct msess *s;
+    pthread_attr_t attr;
+    pthread_t t;
+
+    if (atomic_fetch_add(&srv->sessions, 1) >= srv->cfg.max_sessions) {
+        atomic_fetch_sub(&srv->sessions, 1);
+        log_warn(TARGET, "%u milter connections already; refusing another",
+                 srv->cfg.max_sessions);
+        close(fd);
+        return;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    s = calloc(1, sizeof(*s));
+    if (s != NULL)
+        s->in = malloc(READ_CHUNK);
+    if (s == NULL || s->in == NULL) {
+        if (s != NULL)
+            free(s);
+        goto fail;
+    }
+    s->srv = srv;
+    s->fd = fd;
+    s->incap = READ_CHUNK;
+    buf_init(&s->out, 2 * MPROTO_MAX_PACKET);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 1024 * 1024);
+    int e = pthread_create(&t, &attr, session, s);
+    pthread_attr_destroy(&attr);
+    if (e == 0)
+        return;
+    log_err(TARGET, "cannot start a session thread: %s", strerror(e));
+    free(s->in);
+    free(s);
+fail:
+    atomic_fetch_sub(&srv->sessions, 1);
+    close(fd);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The listening socket. */
+
+static int open_unix(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct stat st;
+    int fd;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(err, errlen, "socket path too long: %s", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errlen, "%s exists and is not a socket", path);
+            return -1;
+        }
+        unlink(path);
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int open_inet(const char *spec, int family, char *err, size_t errlen)
+{
+    char port[16], host[256];
+    const char *at = strchr(spec, '@');
+    struct addrinfo hints = {.ai_family = family, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res;
+    int fd, one = 1, e;
+
+    size_t plen = at != NULL ? (size_t)(at - spec) : strlen(spec);
+    if (plen == 0 || plen >= sizeof(port) || (at != NULL && strlen(at + 1) >= sizeof(host))) {
+        snprintf(err, errlen, "bad socket %s (inet:PORT@HOST)", spec);
+        return -1;
+    }
+    memcpy(port, spec, plen);
+    port[plen] = '\0';
+    if (at != NULL)
+        snprintf(host, sizeof(host), "%s", at + 1);
+    e = getaddrinfo(at != NULL ? host : NULL, port, &hints, &res);
+    if (e != 0) {
+        snprintf(err, errlen, "%s: %s", spec, gai_strerror(e));
+        return -1;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+        snprintf(err, errlen, "%s: %s", spec, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t errlen)
+{
+    struct mserver *srv = calloc(1, sizeof(*srv));
+    const char *spec = cfg->socket_spec;
+
+    if (srv == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    srv->cfg = *cfg;
+    srv->stop_pipe[0] = srv->stop_pipe[1] = -1;
+    if (strncmp(spec, "unix:", 5) == 0)
+        srv->lfd = open_unix(spec + 5, err, errlen);
+    else if (strncmp(spec, "local:", 6) == 0)
+        srv->lfd = open_unix(spec + 6, err, errlen);
+    else if (strncmp(spec, "inet:", 5) == 0)
+        srv->lfd = open_inet(spec + 5, AF_INET, err, errlen);
+    else if (strncmp(spec, "inet6:", 6) == 0)
+        srv->lfd = open_inet(spec + 6, AF_INET6, err, errlen);
+    else if (spec[0] == '/')
+        srv->lfd = open_unix(spec, err, errlen);
+    else {
+        snprintf(err, errlen, "bad socket %s (unix:PATH or inet:PORT@HOST)", spec);
+        srv->lfd = -1;
+    }
+    if (srv->lfd < 0 || pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
+        if (srv->lfd >= 0)
+            snprintf(err, errlen, "pipe: %s", strerror(errno));
+        mserver_close(&srv);
+        return NULL;
+    }
+    return srv;
+}
+
+void mserver_stop(struct mserver *srv)
+{
+    if (srv != NULL && write(srv->stop_pipe[1], "x", 1) < 0) {
+        /* the pipe is never full: only this writes to it */
+    }
+}
+
+int mserver_run(struct mserver *srv, char *err, size_t errlen)
+{
+    struct pollfd pfd[2] = {{.fd = srv->lfd, .events = POLLIN},
+                            {.fd = srv->stop_pipe[0], .events = POLLIN}};
+    for (;;) {
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(err, errlen, "poll: %s", strerror(errno));
+            return -1;
+        }
+        if (pfd[1].revents != 0)
+            return 0;
+        if (pfd[0].revents == 0)
+            continue;
+        int fd = accept4(srv->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_err(TARGET, "accept: %s", strerror(errno));
+                poll(NULL, 0, 100); /* let sessions end before trying again */
+                continue;
+            }
+            snprintf(err, errlen, "accept: %s", strerror(errno));
+            return -1;
+        }
+        start_session(srv, fd);
+    }
+}
+
+void mserver_close(struct mserver **sp)
+{
+    struct mserver *srv = *sp;
+    if (srv == NULL)
+        return;
+    if (srv->lfd >= 0)
+        close(srv->lfd);
+    if (srv->stop_pipe[0] >= 0)
+        close(srv->stop_pipe[0]);
+    if (srv->stop_pipe[1] >= 0)
+        close(srv->stop_pipe[1]);
+    free(srv);
+    *sp = NULL;
+}
