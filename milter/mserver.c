@@ -32,6 +32,8 @@
 /* Bytes read at once; a packet larger than this grows the buffer up to
  * MPROTO_MAX_PACKET. */
 #define READ_CHUNK (128 * 1024)
+/* Missing bytes of a packet from which the rest is awaited in one read. */
+#define WAITALL_MIN 8192
 
 struct mserver {
     int lfd;
@@ -341,7 +343,20 @@ static void *session(void *arg)
             s->in = in;
             s->incap = cap;
         }
-        ssize_t r = recv(s->fd, s->in + s->inlen, s->incap - s->inlen, 0);
+        /* Postfix writes a body chunk in 4 KiB pieces: waiting for the rest
+         * of a large packet at once (MSG_WAITALL) saves a wake-up per piece. */
+        size_t want = s->incap - s->inlen;
+        int flags = 0;
+        if (s->inlen >= 4) {
+            size_t need = (size_t)s->in[0] << 24 | (size_t)s->in[1] << 16 |
+                          (size_t)s->in[2] << 8 | s->in[3];
+            need += 4;
+            if (need > s->inlen + WAITALL_MIN && need - s->inlen <= want) {
+                want = need - s->inlen;
+                flags = MSG_WAITALL;
+            }
+        }
+        ssize_t r = recv(s->fd, s->in + s->inlen, want, flags);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
