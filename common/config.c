@@ -32,6 +32,7 @@ enum config_type {
     CT_LIST,        /* space-separated items */
     CT_LEVEL,       /* a log level */
     CT_FALLBACK,    /* local or defer */
+    CT_LOG_SINK,    /* syslog, stderr or an absolute file path */
 };
 
 struct config_key {
@@ -81,6 +82,18 @@ static const struct config_key config_keys[] = {
     K("filtermail_ratelimit_redis_fallback", CT_FALLBACK, ratelimit_redis_fallback, "local"),
     K("filtermail_ratelimit_state", CT_OPTSTRING, ratelimit_state,
       "/var/lib/filtermail/ratelimit.state"),
+    K("filtermail_transport_smtp_port", CT_PORT, transport_smtp_port, "25"),
+    K("filtermail_transport_https_port", CT_PORT, transport_https_port, "443"),
+    K("filtermail_tls_ca_file", CT_OPTSTRING, tls_ca_file, ""),
+    K("filtermail_transport_state", CT_OPTSTRING, transport_state,
+      "/var/lib/filtermail/transport"),
+    K("filtermail_transport_tls_policy", CT_OPTSTRING, transport_tls_policy, ""),
+    K("filtermail_transport_log", CT_LOG_SINK, transport_log, "syslog"),
+    K("filtermail_transport_connect_timeout", CT_U32_NONZERO, transport_connect_timeout, "30"),
+    K("filtermail_transport_io_timeout", CT_U32_NONZERO, transport_io_timeout, "120"),
+    K("filtermail_transport_https_timeout", CT_U32_NONZERO, transport_https_timeout, "60"),
+    K("filtermail_transport_deadline", CT_U32_NONZERO, transport_deadline, "600"),
+    K("filtermail_transport_down_time", CT_U32_NONZERO, transport_down_time, "300"),
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -404,6 +417,12 @@ static int config_apply(struct config_reader *r, struct config *cfg, const struc
             return config_error(r, "invalid value for %s: %.200s (expected local or defer)",
                                 k->name, value);
         break;
+    case CT_LOG_SINK:
+        if (strcmp(value, "syslog") != 0 && strcmp(value, "stderr") != 0 && value[0] != '/')
+            return config_error(
+                r, "invalid value for %s: %.200s (expected syslog, stderr or an absolute path)",
+                k->name, value);
+        break;
     case CT_HOST_IP: {
         unsigned char addr[16];
         if (inet_pton(AF_INET, value, addr) != 1 && inet_pton(AF_INET6, value, addr) != 1)
@@ -582,6 +601,7 @@ void config_free(struct config **cfgp)
         case CT_HOST_IP:
         case CT_LEVEL:
         case CT_FALLBACK:
+        case CT_LOG_SINK:
             free(*(char **)field);
             break;
         case CT_LIST:

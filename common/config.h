@@ -72,6 +72,19 @@ struct config {
     char *ratelimit_redis;                   /* filtermail_ratelimit_redis ("" = off) */
     char *ratelimit_redis_fallback;          /* filtermail_ratelimit_redis_fallback: local */
     char *ratelimit_state;                   /* filtermail_ratelimit_state ("" = off) */
+
+    /* Remote delivery (filtermail-transport). */
+    uint16_t transport_smtp_port;            /* filtermail_transport_smtp_port: 25 */
+    uint16_t transport_https_port;           /* filtermail_transport_https_port: 443 */
+    char *tls_ca_file;                       /* filtermail_tls_ca_file ("" = system store) */
+    char *transport_state;                   /* filtermail_transport_state ("" = none) */
+    char *transport_tls_policy;              /* filtermail_transport_tls_policy ("" = none) */
+    char *transport_log;                     /* filtermail_transport_log: syslog */
+    uint32_t transport_connect_timeout;      /* filtermail_transport_connect_timeout, s: 30 */
+    uint32_t transport_io_timeout;           /* filtermail_transport_io_timeout, s: 120 */
+    uint32_t transport_https_timeout;        /* filtermail_transport_https_timeout, s: 60 */
+    uint32_t transport_deadline;             /* filtermail_transport_deadline, s: 600 */
+    uint32_t transport_down_time;            /* filtermail_transport_down_time, s: 300 */
 };
 
 /* Reads and checks the file at path. Returns 0 and a new config in *cfg_r, or

@@ -69,6 +69,17 @@ static void test_defaults(void)
     CHECK_STR(c->ratelimit_redis, "");
     CHECK_STR(c->ratelimit_redis_fallback, "local");
     CHECK_STR(c->ratelimit_state, "/var/lib/filtermail/ratelimit.state");
+    CHECK_INT(c->transport_smtp_port, 25);
+    CHECK_INT(c->transport_https_port, 443);
+    CHECK_STR(c->tls_ca_file, "");
+    CHECK_STR(c->transport_state, "/var/lib/filtermail/transport");
+    CHECK_STR(c->transport_tls_policy, "");
+    CHECK_STR(c->transport_log, "syslog");
+    CHECK_INT(c->transport_connect_timeout, 30);
+    CHECK_INT(c->transport_io_timeout, 120);
+    CHECK_INT(c->transport_https_timeout, 60);
+    CHECK_INT(c->transport_deadline, 600);
+    CHECK_INT(c->transport_down_time, 300);
     config_free(&c);
     CHECK(c == NULL);
 }
@@ -162,6 +173,52 @@ static void test_serini_rules(void)
     config_free(&c);
 }
 
+static void test_transport_keys(void)
+{
+    struct config *c = parse_ok("[params]\nmail_domain = x\n"
+                                "filtermail_transport_smtp_port = 2525\n"
+                                "filtermail_transport_https_port = 8443\n"
+                                "filtermail_tls_ca_file = /etc/ssl/test-ca.pem\n"
+                                "filtermail_transport_state =\n"
+                                "filtermail_transport_tls_policy = /etc/filtermail/tls_policy\n"
+                                "filtermail_transport_log = /var/log/filtermail-transport.log\n"
+                                "filtermail_transport_connect_timeout = 5\n"
+                                "filtermail_transport_io_timeout = 6\n"
+                                "filtermail_transport_https_timeout = 7\n"
+                                "filtermail_transport_deadline = 8\n"
+                                "filtermail_transport_down_time = 9\n");
+    if (c == NULL)
+        return;
+    CHECK_INT(c->transport_smtp_port, 2525);
+    CHECK_INT(c->transport_https_port, 8443);
+    CHECK_STR(c->tls_ca_file, "/etc/ssl/test-ca.pem");
+    CHECK_STR(c->transport_state, "");
+    CHECK_STR(c->transport_tls_policy, "/etc/filtermail/tls_policy");
+    CHECK_STR(c->transport_log, "/var/log/filtermail-transport.log");
+    CHECK_INT(c->transport_connect_timeout, 5);
+    CHECK_INT(c->transport_io_timeout, 6);
+    CHECK_INT(c->transport_https_timeout, 7);
+    CHECK_INT(c->transport_deadline, 8);
+    CHECK_INT(c->transport_down_time, 9);
+    config_free(&c);
+    c = parse_ok("[params]\nmail_domain = x\nfiltermail_transport_log = stderr\n");
+    if (c != NULL)
+        CHECK_STR(c->transport_log, "stderr");
+    config_free(&c);
+    parse_err("[params]\nmail_domain = x\nfiltermail_transport_smtp_port = 0\n",
+              "filtermail_transport_smtp_port");
+    parse_err("[params]\nmail_domain = x\nfiltermail_transport_https_port = 65536\n",
+              "filtermail_transport_https_port");
+    parse_err("[params]\nmail_domain = x\nfiltermail_transport_log = relative.log\n",
+              "filtermail_transport_log");
+    parse_err("[params]\nmail_domain = x\nfiltermail_transport_log =\n",
+              "filtermail_transport_log");
+    parse_err("[params]\nmail_domain = x\nfiltermail_transport_deadline = 0\n",
+              "filtermail_transport_deadline");
+    parse_err("[params]\nmail_domain = x\nfiltermail_transport_connect_timeout = 1s\n",
+              "filtermail_transport_connect_timeout");
+}
+
 static void test_errors(void)
 {
     parse_err("mail_domain = x\n", "no [params] section");
@@ -221,6 +278,7 @@ int main(void)
     UNIT_RUN(test_defaults);
     UNIT_RUN(test_values);
     UNIT_RUN(test_serini_rules);
+    UNIT_RUN(test_transport_keys);
     UNIT_RUN(test_errors);
     UNIT_RUN(test_load);
     return unit_summary();

@@ -1,0 +1,265 @@
+#!/usr/bin/python3
+"""bench_transport: what one remote delivery by filtermail-transport costs.
+
+    make bench            (bench/run.py runs build/bench/bench_transport)
+    FILTERMAIL_BUILD=build /usr/bin/python3 bench/bench_transport.py [--runs N]
+
+Everything on loopback, as root (the transport itself runs as nobody): a test
+CA, a DNSSEC-signed zone served to libunbound from a file (the "DNS cache"),
+and nginx with TLS answering /mxdeliv with 200 on 127.0.0.50 (the remote
+relay).
+
+ 1. One delivery: the process started as pipe(8) starts it (argv, message on
+    stdin, 2 KB), MX and address lookups, TLS handshake (resumed from the
+    shared state after the first run), POST, exit. --runs (200) deliveries
+    one after another; wall time and CPU time (user + system, from wait4)
+    p50/p99, and the peak RSS of any one process. The same POST by the curl
+    command line tool (the same libcurl, no DNS, no state) is the same-run
+    baseline. Targets: p50 <= 15 ms, RSS <= 10 MiB.
+ 2. Fan-out: one message to 50 recipients of one remote relay, through a
+    real Postfix whose transport is a pipe(8) service running
+    filtermail-transport, with recipient limit 1 and with 50: the time from
+    the end of the SMTP submission until the queue is empty, and the number
+    of remote transactions (POSTs nginx logged).
+
+Prints figures; exits 1 only when something could not be measured.
+"""
+import argparse
+import os
+import pathlib
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "tests" / "support"))
+
+from harness import NOBODY, Relay, free_ports, wait_until  # noqa: E402
+from testca import TestCA  # noqa: E402
+from transport_servers import Nginx  # noqa: E402
+
+BUILD = REPO / os.environ.get("FILTERMAIL_BUILD", "build")
+BINARY = (BUILD / "filtermail-transport").resolve()
+ADDR = "127.0.0.50"
+HOST = "mx-bench.remote.test"
+FANOUT = 50
+
+
+def say(text=""):
+    print(text, flush=True)
+
+
+def pct(values, p):
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, int(round(p / 100 * (len(values) - 1)))))
+    return values[k]
+
+
+RUNNER = (REPO / "build" / "bench" / "bench_transport").resolve()
+
+
+def timed_runs(args, data, runs, tmp):
+    """Runs args `runs` times as nobody with data on stdin, forked by the small
+    C runner (build/bench/bench_transport --run): [(wall ms, cpu ms, maxrss
+    KiB, exit status)]."""
+    stdin = tmp / f"stdin-{len(data)}"
+    stdin.write_bytes(data)
+    stdin.chmod(0o644)
+    r = subprocess.run([str(RUNNER), "--run", str(runs), str(NOBODY), str(stdin), "--", *args],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"runner failed: {r.stderr}")
+    out = []
+    for line in r.stdout.splitlines():
+        wall, cpu, rss, status = (int(x) for x in line.split())
+        out.append((wall / 1000, cpu / 1000, rss, status))
+    return out
+
+
+def setup(tmp):
+    smtp_port, https_port = free_ports(2)
+    ca = TestCA(tmp / "ca")
+    (tmp / "ca").chmod(0o755)
+    cert, key = ca.issue(HOST)
+    zone = tmp / "remote.test.zone"
+    zone.write_text("\n".join([
+        "@ IN SOA ns.remote.test. hostmaster.remote.test. 1 3600 600 86400 300",
+        "@ IN NS ns.remote.test.", "ns IN A 127.0.0.1",
+        f"mx-bench IN A {ADDR}",
+        "bench IN MX 10 mx-bench.remote.test.",
+        "fan1 IN MX 10 mx-bench.remote.test.",
+        "fan50 IN MX 10 mx-bench.remote.test.",
+    ]) + "\n")
+    dns = tmp / "dns"
+    subprocess.run(["/usr/bin/python3", str(REPO / "tests" / "support" / "mkzone.py"), str(dns),
+                    f"remote.test={zone}"], check=True, capture_output=True)
+    for p in dns.iterdir():
+        p.chmod(0o644)
+    dns.chmod(0o755)
+    state = tmp / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, NOBODY, NOBODY)
+    log = tmp / "transport.log"
+    log.touch()
+    log.chmod(0o666)
+    ini = tmp / "transport.ini"
+    ini.write_text("[params]\n" + "".join(f"{k} = {v}\n" for k, v in {
+        "mail_domain": "example.org",
+        "filtermail_log_level": "info",
+        "filtermail_unbound_config": dns / "unbound.conf",
+        "filtermail_trust_anchor": dns / "trust-anchors",
+        "filtermail_tls_ca_file": ca.cert,
+        "filtermail_transport_smtp_port": smtp_port,
+        "filtermail_transport_https_port": https_port,
+        "filtermail_transport_state": state,
+        "filtermail_transport_log": log,
+    }.items()))
+    ini.chmod(0o644)
+    nginx = Nginx(tmp)
+    nginx.server(ADDR, https_port, cert, key, "return 200 '250 OK';",
+                 "keepalive_timeout 5s; ssl_session_tickets on;")
+    nginx.start()
+    return {"ini": ini, "ca": ca, "https_port": https_port, "nginx": nginx, "log": log}
+
+
+def message(size=2048):
+    body = ("x" * 76 + "\r\n") * (size // 78)
+    return (f"From: <alice@example.org>\r\nTo: <bob@bench.remote.test>\r\n"
+            f"Subject: bench\r\nMessage-ID: <bench@example.org>\r\n\r\n{body}").encode()
+
+
+def one_delivery(env, runs, tmp):
+    data = message()
+    args = [str(BINARY), str(env["ini"]), "-q", "BENCH1", "-f", "alice@example.org", "--",
+            "bob@bench.remote.test"]
+    # Warm-up: page cache, and the first TLS session stored.
+    for *_, status in timed_runs(args, data, 5, tmp):
+        if status != 0:
+            raise RuntimeError(f"delivery failed (exit {status}):\n"
+                               + env["log"].read_text()[-2000:])
+    results = timed_runs(args, data, runs, tmp)
+    bad = [s for *_, s in results if s != 0]
+    if bad:
+        raise RuntimeError(f"{len(bad)} deliveries failed:\n" + env["log"].read_text()[-2000:])
+    walls = [w for w, *_ in results]
+    cpus = [c for _, c, *_ in results]
+    rss = max(r for _, _, r, _ in results)
+    reused = sum(1 for line in env["nginx"].requests(ADDR)[-runs:] if line.endswith(" r"))
+    # Baselines: the curl tool (the same POST, the same libcurl and OpenSSL;
+    # no DNS, no state) and the dynamic linking alone (the transport run
+    # without arguments: it loads its libraries, prints its usage, exits).
+    body = tmp / "body"
+    body.write_bytes(data)
+    body.chmod(0o644)
+    cargs = ["/usr/bin/curl", "-s", "-o", "/dev/null", "--cacert", str(env["ca"].cert),
+             "--resolve", f"{HOST}:{env['https_port']}:{ADDR}", "-H", "Content-Type:", "-H",
+             "X-Mail-From: alice@example.org", "-H", "X-Mail-To: bob@bench.remote.test",
+             "--data-binary", f"@{body}", f"https://{HOST}:{env['https_port']}/mxdeliv"]
+    cres = timed_runs(cargs, b"", runs, tmp)
+    if any(s != 0 for *_, s in cres):
+        raise RuntimeError("curl failed")
+    cwalls = [w for w, *_ in cres]
+    ccpus = [c for _, c, *_ in cres]
+    # Private memory, from the transport's own debug line (/proc/self/status).
+    dini = pathlib.Path(str(env["ini"]).replace(".ini", "-debug.ini"))
+    dini.write_text(env["ini"].read_text().replace("filtermail_log_level = info",
+                                                   "filtermail_log_level = debug"))
+    dini.chmod(0o644)
+    mark = len(env["log"].read_text())
+    timed_runs([str(BINARY), str(dini), *args[2:]], data, 3, tmp)
+    mem = re.findall(r"memory: peak RSS (\d+) KiB, private \(RssAnon\) (\d+) KiB",
+                     env["log"].read_text()[mark:])
+    anon = max((int(a) for _, a in mem), default=-1)
+    lres = timed_runs([str(BINARY)], b"", runs, tmp)
+    lwalls = [w for w, *_ in lres]
+    p50 = statistics.median(walls)
+    say(f"== One delivery over HTTPS (2 KB message, {runs} runs, one after another)")
+    say(f"  filtermail-transport: wall p50 {p50:.1f} ms, p99 {pct(walls, 99):.1f} ms; "
+        f"CPU p50 {statistics.median(cpus):.1f} ms, p99 {pct(cpus, 99):.1f} ms; "
+        f"peak RSS {rss / 1024:.1f} MiB, of it private {anon / 1024:.1f} MiB (the rest: "
+        f"shared library pages); TLS resumed in {reused} of {runs}")
+    say(f"  curl tool, same POST: wall p50 {statistics.median(cwalls):.1f} ms, p99 "
+        f"{pct(cwalls, 99):.1f} ms; CPU p50 {statistics.median(ccpus):.1f} ms; peak RSS "
+        f"{max(r for _, _, r, _ in cres) / 1024:.1f} MiB")
+    say(f"  start-up alone (libraries loaded, usage printed): wall p50 "
+        f"{statistics.median(lwalls):.1f} ms")
+    say(f"  ratio transport / curl tool (wall p50): {p50 / statistics.median(cwalls):.2f}")
+    say(f"  target p50 <= 15 ms: {'PASS' if p50 <= 15 else 'MISS'}; "
+        f"peak RSS <= 10 MiB: {'PASS' if rss <= 10 * 1024 else 'MISS'} "
+        f"(private memory <= 10 MiB: {'PASS' if 0 <= anon <= 10 * 1024 else 'MISS'})")
+    say()
+
+
+def fan_out(env, tmp):
+    argv = (f"{BINARY} {env['ini']} -q ${{queue_id}} -f ${{sender}} -- ${{recipient}}")
+    master = "".join(f"ft{n} unix - n n - 100 pipe\n"
+                     f"  flags=q eol=\\r\\n null_sender= user=nobody argv={argv}\n"
+                     for n in (1, FANOUT))
+    main = (f"ft1_destination_recipient_limit = 1\n"
+            f"ft{FANOUT}_destination_recipient_limit = {FANOUT}\n"
+            "ft1_destination_concurrency_limit = 20\n"
+            f"ft{FANOUT}_destination_concurrency_limit = 20\n"
+            "default_destination_concurrency_limit = 20\n"
+            f"transport_maps = inline:{{ fan1.remote.test=ft1, fan50.remote.test=ft{FANOUT} }}\n"
+            "in_flow_delay = 0\n")
+    say(f"== Fan-out: one message to {FANOUT} recipients at one remote relay, through Postfix")
+    with Relay(milter=False, domains=("example.org",), main_cf=main, master_cf=master) as relay:
+        for limit, domain in ((1, "fan1.remote.test"), (FANOUT, "fan50.remote.test")):
+            before = len(env["nginx"].requests(ADDR))
+            rcpts = [f"user{i}@{domain}" for i in range(FANOUT)]
+            t0 = time.monotonic()
+            reply = relay.send("submission", "alice@example.org", rcpts, message())
+            if reply.code != 250:
+                raise RuntimeError(f"submission refused: {reply}")
+            t1 = time.monotonic()
+            wait_until(lambda: not relay.queue(), 120, "an empty queue", interval=0.02)
+            took = time.monotonic() - t1
+            posts = len(env["nginx"].requests(ADDR)) - before
+            sent = relay.maillog().count(f"@{domain}>, relay=ft{limit}")
+            say(f"  recipient limit {limit:>2}: {took * 1000:7.0f} ms until the queue is empty "
+                f"(+{(t1 - t0) * 1000:.0f} ms submission), {posts} remote transactions, "
+                f"{sent} recipients logged sent")
+    say("  (limit 1: exact status per recipient; limit 50: one status for all, deferred as a "
+        "whole if any recipient is refused)")
+    say()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_TRANSPORT_RUNS", 200)))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        say("bench_transport: run as root (Postfix and nginx need it)")
+        return 1
+    for path in (BINARY, RUNNER):
+        if not path.exists():
+            say(f"bench_transport: {path} not built (make all build/bench/bench_transport)")
+            return 1
+    for tool in ("nginx", "curl", "ldns-signzone"):
+        if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
+            say(f"bench_transport: {tool} missing (tests/deps.sh)")
+            return 1
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="filtermail-bench-transport-"))
+    tmp.chmod(0o755)
+    env = None
+    try:
+        env = setup(tmp)
+        one_delivery(env, args.runs, tmp)
+        fan_out(env, tmp)
+        return 0
+    except Exception as e:
+        say(f"bench_transport: {e}")
+        return 1
+    finally:
+        if env is not None:
+            env["nginx"].stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,437 @@
+/* state: the shared host state and TLS session slots. */
+#include "state.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "envelope.h"
+
+#define STATE_MAGIC "filtermail-transport-state 1"
+
+static const char *const kind_names[] = {"https-refused", "down"};
+
+void state_table_init(struct state_table *t)
+{
+    t->e = NULL;
+    t->n = t->cap = 0;
+}
+
+void state_table_free(struct state_table *t)
+{
+    free(t->e);
+    state_table_init(t);
+}
+
+static bool state_host_ok(const char *h)
+{
+    return strlen(h) < 256 && envelope_valid_name(h);
+}
+
+static struct state_entry *state_find(const struct state_table *t, enum state_kind kind,
+                                      const char *host, uint16_t port)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (t->e[i].kind == kind && t->e[i].port == port && strcmp(t->e[i].host, host) == 0)
+            return &t->e[i];
+    return NULL;
+}
+
+int state_set(struct state_table *t, enum state_kind kind, const char *host, uint16_t port,
+              int64_t until)
+{
+    if (!state_host_ok(host))
+        return -1;
+    struct state_entry *e = state_find(t, kind, host, port);
+    if (e == NULL) {
+        if (t->n >= STATE_MAX_ENTRIES) {
+            /* Full: the entry expiring first goes. */
+            size_t victim = 0;
+            for (size_t i = 1; i < t->n; i++)
+                if (t->e[i].until < t->e[victim].until)
+                    victim = i;
+            e = &t->e[victim];
+        } else {
+            if (t->n == t->cap) {
+                size_t cap = t->cap ? t->cap * 2 : 16;
+                struct state_entry *ne = realloc(t->e, cap * sizeof(*ne));
+                if (ne == NULL)
+                    return -1;
+                t->e = ne;
+                t->cap = cap;
+            }
+            e = &t->e[t->n++];
+        }
+        e->kind = kind;
+        e->port = port;
+        snprintf(e->host, sizeof(e->host), "%s", host);
+    }
+    e->until = until;
+    return 0;
+}
+
+bool state_clear(struct state_table *t, enum state_kind kind, const char *host, uint16_t port)
+{
+    struct state_entry *e = state_find(t, kind, host, port);
+    if (e == NULL)
+        return false;
+    *e = t->e[--t->n];
+    return true;
+}
+
+bool state_has(const struct state_table *t, enum state_kind kind, const char *host,
+               uint16_t port, int64_t now)
+{
+    const struct state_entry *e = state_find(t, kind, host, port);
+    return e != NULL && e->until > now;
+}
+
+/* Parses a decimal in [s, e) up to max. */
+static bool state_number(const char *s, const char *e, uint64_t max, uint64_t *v_r)
+{
+    uint64_t v = 0;
+    if (s == e || e - s > 20)
+        return false;
+    for (; s < e; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t)(*s - '0'), &v))
+            return false;
+    }
+    if (v > max)
+        return false;
+    *v_r = v;
+    return true;
+}
+
+/* One line "kind host port until". Returns 1 (entry filled), 0 (bad). */
+static int state_line(const char *s, const char *e, struct state_entry *out)
+{
+    const char *f[5];
+    size_t fl[5], nf = 0;
+    const char *p = s;
+    while (p < e && nf < 5) {
+        while (p < e && *p == ' ')
+            p++;
+        if (p == e)
+            break;
+        const char *start = p;
+        while (p < e && *p != ' ')
+            p++;
+        f[nf] = start;
+        fl[nf] = (size_t)(p - start);
+        nf++;
+    }
+    if (nf != 4)
+        return 0;
+    int kind = -1;
+    for (int k = 0; k < 2; k++)
+        if (strlen(kind_names[k]) == fl[0] && memcmp(kind_names[k], f[0], fl[0]) == 0)
+            kind = k;
+    if (kind < 0 || fl[1] == 0 || fl[1] >= sizeof(out->host))
+        return 0;
+    memcpy(out->host, f[1], fl[1]);
+    out->host[fl[1]] = '\0';
+    if (!state_host_ok(out->host))
+        return 0;
+    uint64_t port, until;
+    if (!state_number(f[2], f[2] + fl[2], 65535, &port) || port == 0 ||
+        !state_number(f[3], f[3] + fl[3], (uint64_t)INT64_MAX, &until))
+        return 0;
+    out->kind = (enum state_kind)kind;
+    out->port = (uint16_t)port;
+    out->until = (int64_t)until;
+    return 1;
+}
+
+int state_parse(const char *text, size_t len, int64_t now, struct state_table *t)
+{
+    const char *p = text, *end = text + len;
+    int bad = 0;
+    bool first = true;
+
+    t->n = 0;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl != NULL ? nl : end;
+        const char *s = p;
+        p = nl != NULL ? nl + 1 : end;
+        if (first) {
+            first = false;
+            if ((size_t)(le - s) == strlen(STATE_MAGIC) && memcmp(s, STATE_MAGIC, (size_t)(le - s)) == 0)
+                continue;
+            /* Another format or version: start afresh. */
+            t->n = 0;
+            return 1;
+        }
+        if (le == s)
+            continue;
+        struct state_entry e;
+        if (!state_line(s, le, &e)) {
+            bad++;
+            continue;
+        }
+        if (e.until <= now)
+            continue;
+        if (state_set(t, e.kind, e.host, e.port, e.until) < 0)
+            return -1;
+    }
+    return bad;
+}
+
+int state_format(const struct state_table *t, int64_t now, struct buf *out)
+{
+    char line[400];
+    if (buf_puts(out, STATE_MAGIC "\n") < 0)
+        return -1;
+    for (size_t i = 0; i < t->n; i++) {
+        const struct state_entry *e = &t->e[i];
+        if (e->until <= now)
+            continue;
+        int n = snprintf(line, sizeof(line), "%s %s %u %lld\n", kind_names[e->kind], e->host,
+                         (unsigned)e->port, (long long)e->until);
+        if (n < 0 || (size_t)n >= sizeof(line) || buf_append(out, line, (size_t)n) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The directory. */
+
+struct state_store {
+    int dirfd;
+    char dir[4096];
+};
+
+struct state_store *state_open(const char *dir, char *err, size_t errlen)
+{
+    struct state_store *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    snprintf(s->dir, sizeof(s->dir), "%s", dir);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        free(s);
+        return NULL;
+    }
+    s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dirfd < 0) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        free(s);
+        return NULL;
+    }
+    if (mkdirat(s->dirfd, "tls", 0700) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s/tls: %s", dir, strerror(errno));
+        close(s->dirfd);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void state_close(struct state_store **sp)
+{
+    struct state_store *s = *sp;
+    if (s == NULL)
+        return;
+    close(s->dirfd);
+    free(s);
+    *sp = NULL;
+}
+
+/* Reads a whole small file relative to the directory. Returns the length or
+ * -1 (missing, too large, unreadable). */
+static long state_read_file(struct state_store *s, const char *name, char **text_r, size_t max)
+{
+    struct stat st;
+    int fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    *text_r = NULL;
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
+        close(fd);
+        return -1;
+    }
+    char *text = malloc((size_t)st.st_size + 1);
+    size_t len = 0;
+    if (text == NULL) {
+        close(fd);
+        return -1;
+    }
+    while (len < (size_t)st.st_size) {
+        ssize_t n = read(fd, text + len, (size_t)st.st_size - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    text[len] = '\0';
+    *text_r = text;
+    return (long)len;
+}
+
+/* Writes data to a new file and renames it to name: readers see the old or
+ * the new file, never a part. */
+static int state_write_file(struct state_store *s, const char *name, const void *a, size_t alen,
+                            const void *b, size_t blen)
+{
+    char tmp[64];
+    static unsigned counter;
+    snprintf(tmp, sizeof(tmp), "%s.%ld.%u.tmp", name, (long)getpid(), counter++);
+    int fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -1;
+    const struct {
+        const void *p;
+        size_t n;
+    } parts[2] = {{a, alen}, {b, blen}};
+    for (int i = 0; i < 2; i++) {
+        const char *p = parts[i].p;
+        size_t n = parts[i].n;
+        while (n > 0) {
+            ssize_t w = write(fd, p, n);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                close(fd);
+                unlinkat(s->dirfd, tmp, 0);
+                return -1;
+            }
+            p += w;
+            n -= (size_t)w;
+        }
+    }
+    if (close(fd) < 0 || renameat(s->dirfd, tmp, s->dirfd, name) < 0) {
+        unlinkat(s->dirfd, tmp, 0);
+        return -1;
+    }
+    return 0;
+}
+
+int state_load(struct state_store *s, int64_t now, struct state_table *t)
+{
+    char *text;
+    long len = state_read_file(s, "hosts", &text, STATE_MAX_FILE);
+    t->n = 0;
+    if (len < 0)
+        return 0;
+    int rc = state_parse(text, (size_t)len, now, t);
+    free(text);
+    return rc < 0 ? -1 : 0;
+}
+
+int state_update(struct state_store *s, int64_t now, const struct state_op *ops, size_t nops,
+                 char *err, size_t errlen)
+{
+    struct state_table t;
+    struct buf out;
+    int rc = -1;
+    bool changed = false;
+
+    if (nops == 0)
+        return 0;
+    state_table_init(&t);
+    buf_init(&out, STATE_MAX_FILE);
+    int lock = openat(s->dirfd, "hosts.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lock < 0) {
+        snprintf(err, errlen, "%s/hosts.lock: %s", s->dir, strerror(errno));
+        return -1;
+    }
+    while (flock(lock, LOCK_EX) < 0) {
+        if (errno != EINTR) {
+            snprintf(err, errlen, "%s/hosts.lock: flock: %s", s->dir, strerror(errno));
+            close(lock);
+            return -1;
+        }
+    }
+    if (state_load(s, now, &t) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < nops; i++) {
+        const struct state_op *op = &ops[i];
+        if (op->set) {
+            struct state_entry *e = state_find(&t, op->kind, op->host, op->port);
+            if (e != NULL && e->until == op->until)
+                continue;
+            if (state_set(&t, op->kind, op->host, op->port, op->until) == 0)
+                changed = true;
+        } else if (state_clear(&t, op->kind, op->host, op->port)) {
+            changed = true;
+        }
+    }
+    if (!changed) {
+        rc = 0;
+        goto out;
+    }
+    if (state_format(&t, now, &out) < 0) {
+        snprintf(err, errlen, "state too large");
+        goto out;
+    }
+    if (state_write_file(s, "hosts", out.data, out.len, NULL, 0) < 0) {
+        snprintf(err, errlen, "%s/hosts: %s", s->dir, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    flock(lock, LOCK_UN);
+    close(lock);
+    state_table_free(&t);
+    buf_free(&out);
+    return rc;
+}
+
+/* FNV-1a: only spreads keys over the slots; a collision just loses a session. */
+void state_session_slot(const char *key, char out[8])
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++) {
+        h ^= *p;
+        h *= 16777619u;
+    }
+    snprintf(out, 8, "tls/%03x", (unsigned)(h % STATE_SESSION_SLOTS));
+}
+
+int state_session_load(struct state_store *s, const char *key, unsigned char **der_r,
+                       size_t *len_r)
+{
+    char slot[8], *text;
+    size_t kl = strlen(key);
+    state_session_slot(key, slot);
+    long len = state_read_file(s, slot, &text, STATE_SESSION_MAX + 512);
+    *der_r = NULL;
+    if (len < 0)
+        return -1;
+    if ((size_t)len <= kl + 1 || memcmp(text, key, kl) != 0 || text[kl] != '\n') {
+        free(text);
+        return -1;
+    }
+    size_t n = (size_t)len - kl - 1;
+    memmove(text, text + kl + 1, n);
+    *der_r = (unsigned char *)text;
+    *len_r = n;
+    return 0;
+}
+
+int state_session_save(struct state_store *s, const char *key, const unsigned char *der,
+                       size_t len)
+{
+    char slot[8], head[600];
+    if (len == 0 || len > STATE_SESSION_MAX || strchr(key, '\n') != NULL)
+        return -1;
+    int n = snprintf(head, sizeof(head), "%s\n", key);
+    if (n < 0 || (size_t)n >= sizeof(head))
+        return -1;
+    state_session_slot(key, slot);
+    return state_write_file(s, slot, head, (size_t)n, der, len);
+}

@@ -1,0 +1,297 @@
+/* Tests for pipe-transport/smtpclient.c against a scripted server on a
+ * socketpair, and for netio's Happy Eyeballs connect on loopback. */
+#include "netio.h"
+#include "smtpclient.h"
+#include "spool.h"
+#include "unit.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct fake {
+    int fd;
+    const char *greeting;
+    const char *ehlo;          /* the whole EHLO reply */
+    bool close_in_data;        /* drop the connection after the first data line */
+    bool close_after_dot;      /* drop it instead of the final reply */
+    const char *final;         /* reply to the end of data */
+    char log[8192];            /* commands received, one a line */
+    size_t loglen;
+    int reads_with_rcpt;       /* reads that carried MAIL and RCPT together */
+};
+
+static void say(struct fake *f, const char *s)
+{
+    size_t n = strlen(s);
+    if (write(f->fd, s, n) != (ssize_t)n) {
+        /* the client went away */
+    }
+}
+
+static void *fake_run(void *arg)
+{
+    struct fake *f = arg;
+    char buf[65536];
+    size_t len = 0;
+    bool in_data = false;
+    say(f, f->greeting ? f->greeting : "220 fake ESMTP\r\n");
+    for (;;) {
+        ssize_t n = read(f->fd, buf + len, sizeof(buf) - 1 - len);
+        if (n <= 0)
+            break;
+        buf[len + (size_t)n] = '\0';
+        if (!in_data && strstr(buf + len, "MAIL FROM") && strstr(buf + len, "RCPT TO"))
+            f->reads_with_rcpt++;
+        len += (size_t)n;
+        char *line;
+        while ((line = memchr(buf, '\n', len)) != NULL) {
+            size_t ll = (size_t)(line - buf) + 1;
+            char cmd[1024];
+            snprintf(cmd, sizeof(cmd), "%.*s", (int)(ll > 2 ? ll - 2 : 0), buf);
+            memmove(buf, buf + ll, len - ll);
+            len -= ll;
+            if (in_data) {
+                if (f->close_in_data)
+                    goto out;
+                if (strcmp(cmd, ".") == 0) {
+                    in_data = false;
+                    if (f->close_after_dot)
+                        goto out;
+                    say(f, f->final ? f->final : "250 2.0.0 queued\r\n");
+                }
+                continue;
+            }
+            if (f->loglen + strlen(cmd) + 2 < sizeof(f->log))
+                f->loglen += (size_t)snprintf(f->log + f->loglen, sizeof(f->log) - f->loglen,
+                                              "%s\n", cmd);
+            if (strncmp(cmd, "EHLO", 4) == 0)
+                say(f, f->ehlo);
+            else if (strncmp(cmd, "MAIL", 4) == 0)
+                say(f, "250 2.1.0 ok\r\n");
+            else if (strncmp(cmd, "RCPT", 4) == 0)
+                say(f, strstr(cmd, "bad") ? "550 5.1.1 unknown user\r\n"
+                       : strstr(cmd, "temp") ? "450 4.2.0 try later\r\n"
+                                             : "250 2.1.5 ok\r\n");
+            else if (strcmp(cmd, "DATA") == 0) {
+                say(f, "354 go ahead\r\n");
+                in_data = true;
+            } else if (strcmp(cmd, "RSET") == 0)
+                say(f, "250 ok\r\n");
+            else if (strcmp(cmd, "QUIT") == 0) {
+                say(f, "221 bye\r\n");
+                goto out;
+            } else
+                say(f, "502 5.5.2 unknown\r\n");
+        }
+    }
+out:
+    close(f->fd);
+    return NULL;
+}
+
+static struct spool msg;
+static bool job_utf8; /* the next run's job needs SMTPUTF8 */
+
+static void run(struct fake *f, const char *const *rcpts, size_t n, bool starttls,
+                struct smtp_result *res)
+{
+    int sv[2];
+    pthread_t th;
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    f->fd = sv[1];
+    f->loglen = 0;
+    f->log[0] = '\0';
+    CHECK(pthread_create(&th, NULL, fake_run, f) == 0);
+    struct conn c;
+    conn_init(&c, sv[0], 5000, netio_now_ms() + 10000);
+    struct smtp_job job = {.helo = "relay.example", .sender = "a@example.org", .rcpts = rcpts,
+                           .nrcpts = n, .msg = &msg, .starttls = starttls,
+                           .smtputf8 = job_utf8};
+    smtp_deliver(&c, &job, res);
+    conn_close(&c);
+    pthread_join(th, NULL);
+}
+
+#define PIPE_EHLO "250-fake\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 8BITMIME\r\n"
+
+static void test_delivery(void)
+{
+    struct fake f = {.ehlo = PIPE_EHLO};
+    struct smtp_result res;
+    const char *rcpts[] = {"b@x.example", "c@x.example"};
+    run(&f, rcpts, 2, false, &res);
+    CHECK(res.status == SMTP_SENT);
+    CHECK_INT(res.accepted, 2);
+    CHECK_INT(res.reply.code, 250);
+    CHECK_INT(f.reads_with_rcpt, 1); /* MAIL and RCPTs in one write */
+    CHECKF(strstr(f.log, "EHLO relay.example\nMAIL FROM:<a@example.org> SIZE=") != NULL, "%s",
+           f.log);
+    CHECK(strstr(f.log, "RCPT TO:<b@x.example>\nRCPT TO:<c@x.example>\nDATA\nQUIT\n") != NULL);
+    /* Without PIPELINING: one command at a time, still all of them. */
+    struct fake g = {.ehlo = "250-fake\r\n250 8BITMIME\r\n"};
+    run(&g, rcpts, 2, false, &res);
+    CHECK(res.status == SMTP_SENT);
+    CHECK_INT(g.reads_with_rcpt, 0);
+    CHECK(strstr(g.log, " SIZE=") == NULL);
+}
+
+static void test_all_or_nothing(void)
+{
+    struct fake f = {.ehlo = PIPE_EHLO};
+    struct smtp_result res;
+    const char *mixed[] = {"ok@x.example", "bad@x.example"};
+    run(&f, mixed, 2, false, &res);
+    CHECK(res.status == SMTP_RCPT_MIXED);
+    CHECK_INT(res.accepted, 1);
+    CHECK_INT(res.reply.code, 550);
+    CHECK(strstr(f.log, "DATA") == NULL);
+    CHECK(strstr(f.log, "RSET") != NULL);
+    const char *allbad[] = {"bad1@x.example", "bad2@x.example"};
+    run(&f, allbad, 2, false, &res);
+    CHECK(res.status == SMTP_REJECTED && res.reply.code == 550);
+    CHECK_STR(res.stage, "RCPT TO");
+    /* A temporary refusal among permanent ones: never bounce. */
+    const char *temp[] = {"bad@x.example", "temp@x.example"};
+    run(&f, temp, 2, false, &res);
+    CHECK(res.status == SMTP_REJECTED && res.reply.code == 450);
+    CHECK(strstr(f.log, "DATA") == NULL);
+}
+
+static void test_refusals(void)
+{
+    struct smtp_result res;
+    const char *one[] = {"b@x.example"};
+    struct fake f = {.ehlo = PIPE_EHLO, .greeting = "554 5.3.2 go away\r\n"};
+    run(&f, one, 1, false, &res);
+    CHECK(res.status == SMTP_REJECTED && res.reply.code == 554);
+    CHECK_STR(res.stage, "initial greeting");
+    struct fake g = {.ehlo = PIPE_EHLO};
+    run(&g, one, 1, true, &res);
+    CHECK(res.status == SMTP_NO_STARTTLS);
+    CHECK(strstr(g.log, "MAIL") == NULL);
+    struct fake h = {.ehlo = PIPE_EHLO, .final = "552 5.3.4 too big\r\n"};
+    run(&h, one, 1, false, &res);
+    CHECK(res.status == SMTP_REJECTED && res.reply.code == 552);
+    CHECK_STR(res.stage, "end of DATA");
+    struct fake i = {.ehlo = "250-fake\r\n250 SIZE 10\r\n"};
+    run(&i, one, 1, false, &res);
+    CHECK(res.status == SMTP_TOO_BIG);
+    /* SMTPUTF8 needed: sent with the parameter when offered, else refused. */
+    const char *utf8[] = {"j\xc3\xb6rg@x.example"};
+    job_utf8 = true;
+    struct fake j = {.ehlo = "250 fake\r\n", .greeting = "220-multi\r\n220 line greeting\r\n"};
+    run(&j, utf8, 1, false, &res);
+    CHECK(res.status == SMTP_NEED_UTF8);
+    CHECK(strstr(j.log, "MAIL") == NULL);
+    struct fake k = {.ehlo = "250-fake\r\n250 SMTPUTF8\r\n"};
+    run(&k, utf8, 1, false, &res);
+    CHECK(res.status == SMTP_SENT);
+    CHECK(strstr(k.log, "MAIL FROM:<a@example.org> SMTPUTF8\n") != NULL);
+    job_utf8 = false;
+}
+
+static void test_connection_loss(void)
+{
+    struct smtp_result res;
+    const char *one[] = {"b@x.example"};
+    struct fake f = {.ehlo = PIPE_EHLO, .close_in_data = true};
+    run(&f, one, 1, false, &res);
+    CHECK(res.status == SMTP_CONN_ERROR || res.status == SMTP_LOST_AFTER_DATA);
+    struct fake g = {.ehlo = PIPE_EHLO, .close_after_dot = true};
+    run(&g, one, 1, false, &res);
+    CHECK(res.status == SMTP_LOST_AFTER_DATA);
+    struct fake h = {.ehlo = "250-fake\r\n25"}; /* cut reply, then EOF at QUIT */
+    h.greeting = "garbage\r\n";
+    run(&h, one, 1, false, &res);
+    CHECK(res.status == SMTP_CONN_ERROR);
+    CHECK(strstr(res.err, "malformed") != NULL);
+}
+
+/* Happy Eyeballs: a refused address, a silent one (full accept queue) and a
+ * listening one; the listening one wins without waiting for the silent one. */
+static int listener(int backlog, struct sockaddr_storage *sa)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(in);
+    CHECK(bind(fd, (struct sockaddr *)&in, sizeof(in)) == 0);
+    CHECK(listen(fd, backlog) == 0);
+    CHECK(getsockname(fd, (struct sockaddr *)&in, &len) == 0);
+    memset(sa, 0, sizeof(*sa));
+    memcpy(sa, &in, sizeof(in));
+    return fd;
+}
+
+static void test_happy_eyeballs(void)
+{
+    struct sockaddr_storage sa[3];
+    char err[512];
+    size_t winner;
+    /* A port nobody listens on: refused at once. */
+    int tmp = listener(1, &sa[0]);
+    close(tmp);
+    /* A silent one: its accept queue is full, SYNs are dropped. */
+    int silent = listener(0, &sa[1]);
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[i], (struct sockaddr *)&sa[1], sizeof(struct sockaddr_in));
+    }
+    usleep(100000);
+    int good = listener(16, &sa[2]);
+    int64_t t0 = netio_now_ms();
+    int fd = netio_he_connect(sa, 3, 250, 5000, netio_now_ms() + 10000, &winner, err,
+                              sizeof(err));
+    int64_t took = netio_now_ms() - t0;
+    CHECK(fd >= 0);
+    CHECK_INT(winner, 2);
+    CHECKF(took >= 200 && took < 1500, "took %lld ms", (long long)took);
+    if (fd >= 0)
+        close(fd);
+    /* Only the refused and the silent: both fail, the silent after its time. */
+    t0 = netio_now_ms();
+    fd = netio_he_connect(sa, 2, 250, 600, netio_now_ms() + 10000, &winner, err, sizeof(err));
+    took = netio_now_ms() - t0;
+    CHECK(fd < 0);
+    CHECKF(strstr(err, "Connection refused") != NULL && strstr(err, "timed out") != NULL, "%s",
+           err);
+    CHECKF(took >= 500 && took < 2000, "took %lld ms", (long long)took);
+    /* The delivery deadline ends everything. */
+    t0 = netio_now_ms();
+    fd = netio_he_connect(&sa[1], 1, 250, 5000, netio_now_ms() + 300, &winner, err, sizeof(err));
+    CHECK(fd < 0 && netio_now_ms() - t0 < 1500);
+    fd = netio_he_connect(sa, 0, 250, 5000, netio_now_ms() + 300, &winner, err, sizeof(err));
+    CHECK(fd < 0);
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(silent);
+    close(good);
+}
+
+int main(void)
+{
+    char err[256];
+    static const char text[] = "Subject: test\n\n.dot\nbody\n";
+    signal(SIGPIPE, SIG_IGN); /* as main.c: a peer that went away is an error, not a signal */
+    if (spool_from_bytes(text, sizeof(text) - 1, NULL, &msg, err, sizeof(err)) != SPOOL_OK) {
+        fprintf(stderr, "spool: %s\n", err);
+        return 1;
+    }
+    UNIT_RUN(test_delivery);
+    UNIT_RUN(test_all_or_nothing);
+    UNIT_RUN(test_refusals);
+    UNIT_RUN(test_connection_loss);
+    UNIT_RUN(test_happy_eyeballs);
+    spool_close(&msg);
+    return unit_summary();
+}

@@ -1,0 +1,160 @@
+/* Tests for pipe-transport/state.c: the shared host state and TLS slots. */
+#include "state.h"
+#include "unit.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void test_parse_format(void)
+{
+    struct state_table t;
+    struct buf b;
+    state_table_init(&t);
+    const char *text = "filtermail-transport-state 1\n"
+                       "https-refused mx.example.org 443 2000\n"
+                       "down mx.example.org 25 3000\n"
+                       "down expired.example.org 25 500\n"
+                       "bogus line\n"
+                       "down bad/host 25 3000\n"
+                       "down mx.example.org 0 3000\n"
+                       "down mx.example.org 70000 3000\n"
+                       "down mx.example.org 25 -1\n"
+                       "down mx.example.org 25 3000 extra\n"
+                       "\n"
+                       "down mx2.example.org 25 99999999999999999999999\n";
+    CHECK_INT(state_parse(text, strlen(text), 1000, &t), 7);
+    CHECK_INT(t.n, 2);
+    CHECK(state_has(&t, STATE_HTTPS_REFUSED, "mx.example.org", 443, 1000));
+    CHECK(!state_has(&t, STATE_HTTPS_REFUSED, "mx.example.org", 443, 2000));
+    CHECK(state_has(&t, STATE_DOWN, "mx.example.org", 25, 2999));
+    CHECK(!state_has(&t, STATE_DOWN, "mx.example.org", 26, 1000));
+    CHECK(!state_has(&t, STATE_DOWN, "expired.example.org", 25, 1000));
+    buf_init(&b, 1 << 20);
+    CHECK(state_format(&t, 2500, &b) == 0);
+    CHECK_STR(buf_cstr(&b), "filtermail-transport-state 1\ndown mx.example.org 25 3000\n");
+    buf_free(&b);
+    /* Another version or no header: an empty state. */
+    CHECK_INT(state_parse("filtermail-transport-state 2\ndown a.b 25 3000\n", 43, 0, &t), 1);
+    CHECK_INT(t.n, 0);
+    CHECK_INT(state_parse("", 0, 0, &t), 0);
+    state_table_free(&t);
+}
+
+static void test_set_clear_bounded(void)
+{
+    struct state_table t;
+    char host[64];
+    state_table_init(&t);
+    CHECK(state_set(&t, STATE_DOWN, "a.example", 25, 100) == 0);
+    CHECK(state_set(&t, STATE_DOWN, "a.example", 25, 200) == 0);
+    CHECK_INT(t.n, 1);
+    CHECK(state_set(&t, STATE_DOWN, "bad host", 25, 200) < 0);
+    CHECK(state_clear(&t, STATE_DOWN, "a.example", 25));
+    CHECK(!state_clear(&t, STATE_DOWN, "a.example", 25));
+    for (int i = 0; i < STATE_MAX_ENTRIES + 10; i++) {
+        snprintf(host, sizeof(host), "h%d.example", i);
+        CHECK(state_set(&t, STATE_DOWN, host, 25, 1000 + i) == 0);
+    }
+    CHECK_INT(t.n, STATE_MAX_ENTRIES);
+    /* The ones expiring first made room. */
+    CHECK(!state_has(&t, STATE_DOWN, "h0.example", 25, 0));
+    CHECK(state_has(&t, STATE_DOWN, "h4105.example", 25, 0));
+    state_table_free(&t);
+}
+
+static char dir[64];
+
+static void rmrf(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
+static void test_store(void)
+{
+    char err[256];
+    snprintf(dir, sizeof(dir), "/tmp/filtermail-state-XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    rmrf(); /* state_open creates it */
+    struct state_store *s = state_open(dir, err, sizeof(err));
+    CHECK(s != NULL);
+    if (s == NULL)
+        return;
+    struct state_table t;
+    state_table_init(&t);
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK_INT(t.n, 0);
+    struct state_op ops[2] = {
+        {.set = true, .kind = STATE_DOWN, .host = "mx.example.org", .port = 25, .until = 400},
+        {.set = true, .kind = STATE_HTTPS_REFUSED, .host = "mx.example.org", .port = 443,
+         .until = 2000},
+    };
+    CHECK(state_update(s, 100, ops, 2, err, sizeof(err)) == 0);
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK_INT(t.n, 2);
+    ops[0].set = false;
+    CHECK(state_update(s, 100, ops, 1, err, sizeof(err)) == 0);
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK_INT(t.n, 1);
+    CHECK(state_has(&t, STATE_HTTPS_REFUSED, "mx.example.org", 443, 100));
+
+    /* Concurrent writers: every entry survives, the file stays whole. */
+    for (int k = 0; k < 8; k++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (int i = 0; i < 20; i++) {
+                struct state_op o = {.set = true, .kind = STATE_DOWN, .port = 25,
+                                     .until = 5000};
+                snprintf(o.host, sizeof(o.host), "p%d-%d.example", k, i);
+                if (state_update(s, 100, &o, 1, err, sizeof(err)) < 0)
+                    _exit(1);
+            }
+            _exit(0);
+        }
+    }
+    for (int k = 0; k < 8; k++) {
+        int st;
+        CHECK(wait(&st) > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK_INT(t.n, 1 + 8 * 20);
+
+    /* TLS session slots. */
+    char slot[8];
+    state_session_slot("smtp mx.example.org 25 verify", slot);
+    CHECK(strncmp(slot, "tls/", 4) == 0 && strlen(slot) == 7);
+    unsigned char *der;
+    size_t len;
+    CHECK(state_session_load(s, "smtp mx.example.org 25 verify", &der, &len) < 0);
+    CHECK(state_session_save(s, "smtp mx.example.org 25 verify", (const unsigned char *)"\x30\x01\x00", 3) == 0);
+    CHECK(state_session_load(s, "smtp mx.example.org 25 verify", &der, &len) == 0);
+    CHECK(len == 3 && memcmp(der, "\x30\x01\x00", 3) == 0);
+    free(der);
+    CHECK(state_session_load(s, "smtp mx.example.org 25 dane-00", &der, &len) < 0);
+    CHECK(state_session_save(s, "bad\nkey", (const unsigned char *)"x", 1) < 0);
+    static unsigned char big[STATE_SESSION_MAX + 1];
+    CHECK(state_session_save(s, "k", big, sizeof(big)) < 0);
+
+    /* Harmless to delete while in use. */
+    rmrf();
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK_INT(t.n, 0);
+    CHECK(state_update(s, 100, ops + 1, 1, err, sizeof(err)) < 0);
+    state_close(&s);
+    CHECK(s == NULL);
+    state_table_free(&t);
+    CHECK(state_open("/proc/nonexistent/dir", err, sizeof(err)) == NULL);
+}
+
+int main(void)
+{
+    UNIT_RUN(test_parse_format);
+    UNIT_RUN(test_set_clear_bounded);
+    UNIT_RUN(test_store);
+    return unit_summary();
+}
