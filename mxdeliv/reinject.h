@@ -1,0 +1,112 @@
+/* reinject: the SMTP client that hands a /mxdeliv POST to Postfix (spec 3.5).
+ *
+ * Two parts:
+ *
+ *  - a push parser for SMTP replies (multi-line replies, PIPELINING in an
+ *    EHLO reply), pure, with limits on line length and line count;
+ *  - a session on a TCP connection to Postfix's reinjection smtpd: greeting,
+ *    `EHLO [<filtermail_host>]`, then `MAIL FROM:<s>`, one `RCPT TO:<r>` per
+ *    recipient and `DATA` (written back to back when the server offers
+ *    PIPELINING), the mail data as it arrives (already SMTP-transparent: it
+ *    is written as it is), then the final `.` and QUIT. No MAIL/RCPT
+ *    parameters, no TLS. Every connect, read and write has a timeout; the
+ *    socket has TCP_NODELAY and writes go out in large pieces.
+ *
+ * Every failure gives the reply to pass back upstream (struct reinject_reply):
+ * the server's own reply when it refused a step (its final line, as it is),
+ * `450 Failed to connect to any of the following addresses: [...]` when no
+ * address could be connected, `451 I/O error` for an I/O error, a timeout or
+ * a malformed reply, `451 Resolver error` when the host name does not
+ * resolve. After a failure the session can only be closed; closing a session
+ * whose data was not finished makes the server discard the message (no final
+ * `.` was sent).
+ *
+ * Sessions are independent: one per thread at a time; nothing is global.
+ */
+#ifndef FILTERMAIL_MXDELIV_REINJECT_H
+#define FILTERMAIL_MXDELIV_REINJECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Reply parser limits (RFC 5321 says 512 bytes a line; Postfix's are
+ * shorter). A longer line or more lines make the reply malformed. */
+#define REINJECT_LINE_MAX 2048
+#define REINJECT_LINES_MAX 100
+
+/* The most of a reply's final line kept (longer text is cut). */
+#define REINJECT_TEXT_MAX 512
+
+struct reinject_reply {
+    int code;                     /* 200-599 */
+    char text[REINJECT_TEXT_MAX]; /* final line, code included, no CRLF; bytes
+                                   * outside printable ASCII became '?' */
+    bool pipelining;              /* a line's keyword is PIPELINING (EHLO) */
+    char detail[160];             /* for the log: what failed, or "" */
+};
+
+struct reinject_parser {
+    int state;
+    size_t line_len; /* bytes of the current line so far (CR/LF excluded) */
+    size_t lines;    /* complete lines of this reply */
+    int code;        /* of the first line */
+    bool pipelining;
+    bool cr;                      /* the previous byte was a CR */
+    char line[REINJECT_TEXT_MAX]; /* the current line's first bytes */
+};
+
+/* Sets up a parser for one reply. */
+void reinject_parser_init(struct reinject_parser *p);
+
+/* Takes the next n bytes of server output. Returns 1 when a reply is
+ * complete: *reply is filled, *used_r bytes were consumed (the rest belongs
+ * to the next reply) and the parser is ready for the next reply. Returns 0
+ * when all n bytes were consumed and the reply goes on, -1 when the reply is
+ * malformed (then the parser must be initialised again). */
+int reinject_parser_push(struct reinject_parser *p, const char *data, size_t n, size_t *used_r,
+                         struct reinject_reply *reply);
+
+struct reinject_config {
+    const char *host; /* postfix_host: an IP address or a name */
+    uint16_t port;    /* postfix_reinject_port_incoming */
+    const char *helo; /* the EHLO argument, e.g. "[127.0.0.1]" */
+    int timeout_ms;   /* for the connect and each read and write */
+};
+
+struct reinject;
+
+/* Writes the EHLO argument for our own address into out: "[192.0.2.1]" or
+ * "[IPv6:2001:db8::1]". */
+void reinject_helo_name(const char *ip, char *out, size_t outlen);
+
+/* Connects to cfg->host:cfg->port (every address the name resolves to, in
+ * turn), reads the greeting and sends EHLO. Returns 0 and a session in
+ * *r_r, or -1 with *reply set. cfg must outlive the session. */
+int reinject_open(const struct reinject_config *cfg, struct reinject **r_r,
+                  struct reinject_reply *reply);
+
+/* As reinject_open, on a socket already connected (it is owned by the
+ * session from now on, also on failure). For tests. */
+int reinject_open_fd(int fd, const struct reinject_config *cfg, struct reinject **r_r,
+                     struct reinject_reply *reply);
+
+/* Sends the envelope: sender "" is the null sender; n >= 1 recipients.
+ * Addresses must hold no '<', '>', CR or LF (the caller checked them;
+ * otherwise -1 with a 501 reply and nothing sent). Returns 0 once the server
+ * answered 354 to DATA, or -1 with *reply (the first refusal). */
+int reinject_envelope(struct reinject *r, const char *sender, char *const *rcpts, size_t n,
+                      struct reinject_reply *reply);
+
+/* Passes on n bytes of mail data (buffered; written when the buffer is
+ * full). Returns 0, or -1 with *reply. */
+int reinject_write(struct reinject *r, const char *p, size_t n, struct reinject_reply *reply);
+
+/* Ends the data and reads the server's verdict. Returns 0 when it accepted
+ * the message (*reply is its 2xx reply), or -1 with *reply. Then says QUIT. */
+int reinject_finish(struct reinject *r, struct reinject_reply *reply);
+
+/* Closes the connection and frees the session; sets *r to NULL. NULL-safe. */
+void reinject_close(struct reinject **r);
+
+#endif

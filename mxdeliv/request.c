@@ -1,0 +1,234 @@
+/* request: envelope headers, body check and reply status of a /mxdeliv POST. */
+#include "request.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+bool request_address_ok(const char *v, size_t len)
+{
+    if (len == 0 || len > REQUEST_ADDRESS_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c < 0x21 || c > 0x7e || c == '<' || c == '>')
+            return false;
+    }
+    return true;
+}
+
+void request_envelope_init(struct request_envelope *e)
+{
+    memset(e, 0, sizeof(*e));
+}
+
+void request_envelope_free(struct request_envelope *e)
+{
+    for (size_t i = 0; i < e->nrcpts; i++)
+        free(e->rcpts[i]);
+    free(e->rcpts);
+    request_envelope_init(e);
+}
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static int refuse(struct request_envelope *e, const char *reply)
+{
+    e->error = reply;
+    return -1;
+}
+
+static int add_rcpt(struct request_envelope *e, const char *v, size_t n)
+{
+    char *copy;
+
+    if (e->nrcpts >= REQUEST_MAX_RCPTS)
+        return refuse(e, REQUEST_REPLY_TOO_MANY_RCPTS);
+    if (e->nrcpts == e->rcpt_cap) {
+        size_t cap = e->rcpt_cap ? e->rcpt_cap * 2 : 8;
+        char **p = realloc(e->rcpts, cap * sizeof(*p));
+        if (p == NULL)
+            return refuse(e, REQUEST_REPLY_NO_MEMORY);
+        e->rcpts = p;
+        e->rcpt_cap = cap;
+    }
+    copy = malloc(n + 1);
+    if (copy == NULL)
+        return refuse(e, REQUEST_REPLY_NO_MEMORY);
+    memcpy(copy, v, n);
+    copy[n] = '\0';
+    e->rcpts[e->nrcpts++] = copy;
+    return 0;
+}
+
+int request_envelope_header(struct request_envelope *e, const char *name, const char *value,
+                            size_t value_len)
+{
+    bool from;
+
+    if (e->error != NULL)
+        return 0;
+    if (strcasecmp(name, "X-Mail-From") == 0)
+        from = true;
+    else if (strcasecmp(name, "X-Mail-To") == 0)
+        from = false;
+    else
+        return 0;
+    while (value_len > 0 && is_ows(value[0])) {
+        value++;
+        value_len--;
+    }
+    while (value_len > 0 && is_ows(value[value_len - 1]))
+        value_len--;
+
+    if (!from) {
+        if (!request_address_ok(value, value_len))
+            return refuse(e, REQUEST_REPLY_BAD_RCPT);
+        return add_rcpt(e, value, value_len);
+    }
+    /* Only the first X-Mail-From counts (as upstream); a later bad one is
+     * still refused, so that nothing odd passes unnoticed. */
+    if (value_len == 0 || (value_len == 2 && value[0] == '<' && value[1] == '>')) {
+        e->sender_seen = true;
+        return 0;
+    }
+    if (!request_address_ok(value, value_len))
+        return refuse(e, REQUEST_REPLY_BAD_SENDER);
+    if (!e->sender_seen) {
+        memcpy(e->sender, value, value_len);
+        e->sender[value_len] = '\0';
+        e->sender_seen = true;
+    }
+    return 0;
+}
+
+/* Body check states: where the last byte pushed left us. */
+enum {
+    BODY_LINE_START, /* at the start of a line (also before the first byte) */
+    BODY_TEXT,       /* inside a line */
+    BODY_CR,         /* after a CR, which must be followed by LF (held back) */
+    BODY_DOT,        /* after a '.' at the start of a line (held back) */
+};
+
+void request_body_init(struct request_body *b, uint64_t max)
+{
+    b->size = 0;
+    b->max = max;
+    b->state = BODY_LINE_START;
+    b->invalid = false;
+}
+
+static enum request_body_status body_status(const struct request_body *b)
+{
+    if (b->size > b->max)
+        return REQUEST_BODY_TOO_BIG;
+    return b->invalid ? REQUEST_BODY_INVALID : REQUEST_BODY_OK;
+}
+
+enum request_body_status request_body_push(struct request_body *b, const char *p, size_t n,
+                                           struct request_body_out *out)
+{
+    /* The held-back byte is always the one the state names. */
+    static const char held_cr[] = "\r", held_dot[] = ".";
+    size_t i, room, take, fwd = 0;
+    bool released = false;
+    int held_before = b->state;
+
+    out->held = NULL;
+    out->held_len = 0;
+    out->len = 0;
+    if (b->invalid || b->size > b->max) {
+        b->size = n > UINT64_MAX - b->size ? UINT64_MAX : b->size + n;
+        return body_status(b);
+    }
+    /* Bytes past the limit are never looked at. */
+    room = b->max - b->size;
+    take = n <= room ? n : room;
+    for (i = 0; i < take && !b->invalid; i++) {
+        char c = p[i];
+        switch (b->state) {
+        case BODY_LINE_START:
+            if (c == '.')
+                b->state = BODY_DOT;
+            else if (c == '\r')
+                b->state = BODY_CR;
+            else if (c == '\n')
+                b->invalid = true;
+            else
+                b->state = BODY_TEXT;
+            break;
+        case BODY_DOT:
+            /* ".\r" at the start of a line is an end of data or a bare CR;
+             * ".\n" a bare LF: invalid either way. */
+            if (c == '\r' || c == '\n')
+                b->invalid = true;
+            else
+                b->state = BODY_TEXT;
+            break;
+        case BODY_CR:
+            if (c == '\n')
+                b->state = BODY_LINE_START;
+            else
+                b->invalid = true;
+            break;
+        default: /* BODY_TEXT */
+            if (c == '\r')
+                b->state = BODY_CR;
+            else if (c == '\n')
+                b->invalid = true;
+            break;
+        }
+        if (b->invalid)
+            break;
+        /* A byte held from the previous push is proven once any later byte
+         * is accepted; a byte of this push once it is not itself held. */
+        if (i == 0 && (held_before == BODY_CR || held_before == BODY_DOT))
+            released = true;
+        if (b->state != BODY_CR && b->state != BODY_DOT)
+            fwd = i + 1;
+    }
+    b->size = n > UINT64_MAX - b->size ? UINT64_MAX : b->size + n;
+    if (body_status(b) != REQUEST_BODY_OK)
+        return body_status(b);
+    if (released) {
+        out->held = held_before == BODY_CR ? held_cr : held_dot;
+        out->held_len = 1;
+    }
+    out->len = fwd;
+    return REQUEST_BODY_OK;
+}
+
+enum request_body_status request_body_finish(const struct request_body *b)
+{
+    enum request_body_status st = body_status(b);
+    if (st != REQUEST_BODY_OK)
+        return st;
+    /* Ends in CRLF (a held CR or dot means it does not); empty is invalid. */
+    if (b->size == 0 || b->state != BODY_LINE_START)
+        return REQUEST_BODY_INVALID;
+    return REQUEST_BODY_OK;
+}
+
+unsigned request_http_status(int smtp_code)
+{
+    if (smtp_code >= 200 && smtp_code <= 299)
+        return 200;
+    if (smtp_code == 552)
+        return 413;
+    if (smtp_code >= 500 && smtp_code <= 599)
+        return 400;
+    return 503;
+}
+
+int request_reply_code(const char *reply)
+{
+    if (reply[0] < '2' || reply[0] > '5' || reply[1] < '0' || reply[1] > '9' || reply[2] < '0' ||
+        reply[2] > '9')
+        return 0;
+    if (reply[3] != '\0' && reply[3] != ' ' && reply[3] != '-')
+        return 0;
+    return (reply[0] - '0') * 100 + (reply[1] - '0') * 10 + (reply[2] - '0');
+}

@@ -1,0 +1,588 @@
+/* Tests for mxdeliv/reinject.c: the SMTP reply parser (fed whole and in
+ * pieces), and the client session against a scripted SMTP server on a
+ * socketpair or a loopback TCP socket: pipelined and sequential dialogues,
+ * refusals at every step, a server that closes or stays silent, large data,
+ * many recipients, and an address nobody listens on. */
+#include "reinject.h"
+#include "unit.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------ */
+/* Reply parser. */
+
+/* Parses in (whole, or in pieces) into "code|text|P" per reply, "!" for a
+ * malformed one, "+" when input is left unfinished. */
+static void describe(const char *in, size_t len, size_t piece, char *out, size_t outlen)
+{
+    struct reinject_parser p;
+    struct reinject_reply r;
+    size_t off = 0, o = 0;
+
+    out[0] = '\0';
+    reinject_parser_init(&p);
+    while (off < len) {
+        size_t n = len - off < piece ? len - off : piece, used;
+        int st = reinject_parser_push(&p, in + off, n, &used, &r);
+        if (st < 0) {
+            snprintf(out + o, outlen - o, "!");
+            return;
+        }
+        if (used > n)
+            unit_check_failed(__FILE__, __LINE__, "used %zu of %zu", used, n);
+        off += used;
+        if (st == 1)
+            o += (size_t)snprintf(out + o, outlen - o, "%d|%s|%s;", r.code, r.text,
+                                  r.pipelining ? "P" : "");
+    }
+    if (p.line_len > 0 || p.lines > 0 || p.cr)
+        snprintf(out + o, outlen - o, "+");
+}
+
+static void test_parser(void)
+{
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"220 mx.example.org ESMTP\r\n", "220|220 mx.example.org ESMTP|;"},
+        {"250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n",
+         "250|250 8BITMIME|P;"},
+        {"250-mx\r\n250-pipelining\r\n250 OK\r\n", "250|250 OK|P;"},
+        {"250 PIPELINING\r\n", "250|250 PIPELINING|P;"},
+        {"250-PIPELININGX\r\n250-XPIPELINING\r\n250 OK\r\n", "250|250 OK|;"},
+        {"250-mx PIPELINING\r\n250 OK\r\n", "250|250 OK|;"},
+        {"250\r\n", "250|250|;"},
+        {"354 End data with <CR><LF>.<CR><LF>\r\n", "354|354 End data with <CR><LF>.<CR><LF>|;"},
+        {"250 ok\n", "250|250 ok|;"},
+        {"523 a\rb\r\n", "523|523 a?b|;"},
+        {"554 5.7.1 caf\xc3\xa9\x01\r\n", "554|554 5.7.1 caf???|;"},
+        {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+         "250|250 2.1.0 Ok|;250|250 2.1.5 Ok|;354|354 go|;"},
+        {"250 ok\r\n250-partial\r\n", "250|250 ok|;+"},
+        {"250 ok", "+"},
+        {"25 x\r\n", "!"},
+        {"2500 x\r\n", "!"},
+        {"650 x\r\n", "!"},
+        {"150 x\r\n", "!"},
+        {"abc\r\n", "!"},
+        {"\r\n", "!"},
+        {"250-a\r\n251 b\r\n", "!"},
+        {"250_x\r\n", "!"},
+    };
+    char whole[1024], part[1024];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len = strlen(cases[i].in);
+        describe(cases[i].in, len, len ? len : 1, whole, sizeof(whole));
+        CHECKF(strcmp(whole, cases[i].want) == 0, "case %zu: got \"%s\", want \"%s\"", i, whole,
+               cases[i].want);
+        for (size_t piece = 1; piece < len; piece++) {
+            describe(cases[i].in, len, piece, part, sizeof(part));
+            CHECKF(strcmp(part, whole) == 0, "case %zu piece %zu: \"%s\" vs \"%s\"", i, piece, part,
+                   whole);
+        }
+    }
+}
+
+static void test_parser_limits(void)
+{
+    static char buf[REINJECT_LINE_MAX + 16 + REINJECT_LINES_MAX * 8];
+    char out[REINJECT_TEXT_MAX + 64];
+    size_t n;
+
+    /* A line of exactly REINJECT_LINE_MAX bytes; its text is cut. */
+    memcpy(buf, "250 ", 4);
+    memset(buf + 4, 'x', REINJECT_LINE_MAX - 4);
+    memcpy(buf + REINJECT_LINE_MAX, "\r\n", 2);
+    describe(buf, REINJECT_LINE_MAX + 2, REINJECT_LINE_MAX + 2, out, sizeof(out));
+    CHECK(strncmp(out, "250|250 xxx", 11) == 0);
+    CHECK_INT(strlen(out), 4 + REINJECT_TEXT_MAX - 1 + 2);
+    /* One byte more is malformed. */
+    memcpy(buf, "250 ", 4);
+    memset(buf + 4, 'x', REINJECT_LINE_MAX - 3);
+    memcpy(buf + REINJECT_LINE_MAX + 1, "\r\n", 2);
+    describe(buf, REINJECT_LINE_MAX + 3, 7, out, sizeof(out));
+    CHECK_STR(out, "!");
+
+    /* REINJECT_LINES_MAX lines pass, one more does not. */
+    n = 0;
+    for (int i = 0; i < REINJECT_LINES_MAX - 1; i++)
+        n += (size_t)sprintf(buf + n, "250-x\r\n");
+    n += (size_t)sprintf(buf + n, "250 y\r\n");
+    describe(buf, n, n, out, sizeof(out));
+    CHECK_STR(out, "250|250 y|;");
+    n = 0;
+    for (int i = 0; i < REINJECT_LINES_MAX; i++)
+        n += (size_t)sprintf(buf + n, "250-x\r\n");
+    n += (size_t)sprintf(buf + n, "250 y\r\n");
+    describe(buf, n, 3, out, sizeof(out));
+    CHECK_STR(out, "!");
+}
+
+static void test_helo_name(void)
+{
+    char h[64];
+    reinject_helo_name("127.0.0.1", h, sizeof(h));
+    CHECK_STR(h, "[127.0.0.1]");
+    reinject_helo_name("::1", h, sizeof(h));
+    CHECK_STR(h, "[IPv6:::1]");
+}
+
+/* ------------------------------------------------------------------------ */
+/* A scripted SMTP server. */
+
+struct script {
+    const char *greeting; /* NULL: say nothing (a silent server) */
+    const char *ehlo;     /* the whole EHLO reply */
+    const char *mail, *rcpt, *data, *end;
+    const char *rcpt_refuse; /* a recipient containing this gets rcpt_refused */
+    const char *rcpt_refused;
+    bool close_after_greeting;
+    /* Filled by the server: everything it received. */
+    char *got;
+    size_t got_len, got_cap;
+    int fd;
+};
+
+static void record(struct script *s, const char *p, size_t n)
+{
+    if (s->got_len + n + 1 > s->got_cap) {
+        s->got_cap = (s->got_len + n + 1) * 2;
+        s->got = realloc(s->got, s->got_cap);
+    }
+    memcpy(s->got + s->got_len, p, n);
+    s->got_len += n;
+    s->got[s->got_len] = '\0';
+}
+
+static void say(int fd, const char *text)
+{
+    size_t n = strlen(text), off = 0;
+    while (off < n) {
+        ssize_t w = send(fd, text + off, n - off, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        off += (size_t)w;
+    }
+}
+
+/* Reads one line (LF included); 0 at EOF. */
+static size_t read_line(int fd, char *line, size_t max)
+{
+    size_t n = 0;
+    while (n + 1 < max) {
+        ssize_t r = read(fd, line + n, 1);
+        if (r <= 0)
+            break;
+        n++;
+        if (line[n - 1] == '\n')
+            break;
+    }
+    line[n] = '\0';
+    return n;
+}
+
+static void *serve(void *arg)
+{
+    struct script *s = arg;
+    char line[4096];
+    bool in_data = false;
+    size_t n;
+
+    if (s->greeting == NULL) {
+        /* Silent: wait for the client to give up. */
+        while (read(s->fd, line, sizeof(line)) > 0)
+            ;
+        close(s->fd);
+        return NULL;
+    }
+    say(s->fd, s->greeting);
+    if (s->close_after_greeting) {
+        close(s->fd);
+        return NULL;
+    }
+    while ((n = read_line(s->fd, line, sizeof(line))) > 0) {
+        record(s, line, n);
+        if (in_data) {
+            if (strcmp(line, ".\r\n") == 0) {
+                in_data = false;
+                say(s->fd, s->end);
+            }
+            continue;
+        }
+        if (strncmp(line, "EHLO", 4) == 0)
+            say(s->fd, s->ehlo);
+        else if (strncmp(line, "MAIL", 4) == 0)
+            say(s->fd, s->mail);
+        else if (strncmp(line, "RCPT", 4) == 0)
+            say(s->fd, s->rcpt_refuse != NULL && strstr(line, s->rcpt_refuse) != NULL
+                           ? s->rcpt_refused
+                           : s->rcpt);
+        else if (strncmp(line, "DATA", 4) == 0) {
+            say(s->fd, s->data);
+            in_data = strncmp(s->data, "354", 3) == 0;
+        } else if (strncmp(line, "QUIT", 4) == 0) {
+            say(s->fd, "221 2.0.0 Bye\r\n");
+            break;
+        } else
+            say(s->fd, "502 5.5.2 Error: command not recognized\r\n");
+    }
+    close(s->fd);
+    return NULL;
+}
+
+static struct script postfix(void)
+{
+    return (struct script){
+        .greeting = "220 mx.example.org ESMTP Postfix\r\n",
+        .ehlo = "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n"
+                "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 CHUNKING\r\n",
+        .mail = "250 2.1.0 Ok\r\n",
+        .rcpt = "250 2.1.5 Ok\r\n",
+        .data = "354 End data with <CR><LF>.<CR><LF>\r\n",
+        .end = "250 2.0.0 Ok: queued as 4XYZ\r\n",
+    };
+}
+
+static const struct reinject_config client_cfg = {
+    .host = "127.0.0.1", .port = 25, .helo = "[127.0.0.1]", .timeout_ms = 5000};
+
+/* Starts the server on one end of a socketpair; returns the other end. */
+static int start(struct script *s, pthread_t *t)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+        return -1;
+    s->fd = sv[1];
+    pthread_create(t, NULL, serve, s);
+    return sv[0];
+}
+
+/* Frees what the server recorded (its thread was joined). */
+static void stop(struct script *s, pthread_t t)
+{
+    (void)t;
+    free(s->got);
+    s->got = NULL;
+}
+
+/* One whole transaction; returns the result of the step that ended it. */
+static int transact(struct script *s, const struct reinject_config *cfg, const char *sender,
+                    char *const *rcpts, size_t n, const char *data, struct reinject_reply *reply)
+{
+    pthread_t t;
+    struct reinject *r = NULL;
+    int fd = start(s, &t), rc;
+
+    if (fd < 0)
+        return -2;
+    rc = reinject_open_fd(fd, cfg, &r, reply);
+    if (rc == 0)
+        rc = reinject_envelope(r, sender, rcpts, n, reply);
+    if (rc == 0)
+        rc = reinject_write(r, data, strlen(data), reply);
+    if (rc == 0)
+        rc = reinject_finish(r, reply);
+    reinject_close(&r);
+    CHECK(r == NULL);
+    pthread_join(t, NULL);
+    return rc;
+}
+
+static void test_session_pipelined(void)
+{
+    struct script s = postfix();
+    struct reinject_reply reply;
+    char *rcpts[] = {"two@example.org", "one@example.org"};
+
+    CHECK_INT(transact(&s, &client_cfg, "alice@remote.test", rcpts, 2,
+                       "Subject: x\r\n\r\n..dot\r\n", &reply),
+              0);
+    CHECK_INT(reply.code, 250);
+    CHECK_STR(reply.text, "250 2.0.0 Ok: queued as 4XYZ");
+    CHECK_STR(s.got, "EHLO [127.0.0.1]\r\nMAIL FROM:<alice@remote.test>\r\n"
+                     "RCPT TO:<two@example.org>\r\nRCPT TO:<one@example.org>\r\nDATA\r\n"
+                     "Subject: x\r\n\r\n..dot\r\n.\r\nQUIT\r\n");
+    stop(&s, 0);
+}
+
+static void test_session_sequential(void)
+{
+    struct script s = postfix();
+    struct reinject_reply reply;
+    char *rcpts[] = {"two@example.org"};
+
+    s.ehlo = "250-mx.example.org\r\n250 8BITMIME\r\n";
+    CHECK_INT(transact(&s, &client_cfg, "", rcpts, 1, "\r\n", &reply), 0);
+    CHECK_STR(s.got, "EHLO [127.0.0.1]\r\nMAIL FROM:<>\r\nRCPT TO:<two@example.org>\r\n"
+                     "DATA\r\n\r\n.\r\nQUIT\r\n");
+    stop(&s, 0);
+}
+
+static void test_session_refusals(void)
+{
+    struct reinject_reply reply;
+    char *rcpts[] = {"two@example.org", "nobody@example.net", "one@example.org"};
+    static const char *ehlos[] = {
+        "250-mx\r\n250 PIPELINING\r\n", /* pipelined */
+        "250 mx\r\n",                   /* sequential */
+    };
+
+    for (int e = 0; e < 2; e++) {
+        struct script s = postfix();
+        s.ehlo = ehlos[e];
+        s.rcpt_refuse = "nobody@";
+        s.rcpt_refused = "554 5.7.1 <nobody@example.net>: Relay access denied\r\n";
+        CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 3, "x\r\n", &reply), -1);
+        CHECK_INT(reply.code, 554);
+        CHECK_STR(reply.text, "554 5.7.1 <nobody@example.net>: Relay access denied");
+        CHECK(strstr(reply.detail, "RCPT") != NULL);
+        /* Never a final dot after a refusal. */
+        CHECK(strstr(s.got, "\r\n.\r\n") == NULL);
+        stop(&s, 0);
+
+        s = postfix();
+        s.ehlo = ehlos[e];
+        s.mail = "451 4.3.0 Try later\r\n";
+        CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
+        CHECK_STR(reply.text, "451 4.3.0 Try later");
+        CHECK(strstr(s.got, "\r\n.\r\n") == NULL);
+        stop(&s, 0);
+
+        s = postfix();
+        s.ehlo = ehlos[e];
+        s.data = "554 5.5.1 Error: no valid recipients\r\n";
+        CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
+        CHECK_STR(reply.text, "554 5.5.1 Error: no valid recipients");
+        stop(&s, 0);
+
+        s = postfix();
+        s.ehlo = ehlos[e];
+        s.end = "523 Encryption Needed: Invalid Unencrypted Mail\r\n";
+        CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
+        CHECK_INT(reply.code, 523);
+        CHECK_STR(reply.text, "523 Encryption Needed: Invalid Unencrypted Mail");
+        stop(&s, 0);
+
+        s = postfix();
+        s.ehlo = ehlos[e];
+        s.end = "451-4.7.1 Service unavailable\r\n451 4.7.1 - try again later\r\n";
+        CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
+        CHECK_STR(reply.text, "451 4.7.1 - try again later");
+        stop(&s, 0);
+    }
+
+    struct script s = postfix();
+    s.greeting = "554 5.7.1 No service\r\n";
+    CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
+    CHECK_STR(reply.text, "554 5.7.1 No service");
+    stop(&s, 0);
+
+    s = postfix();
+    s.ehlo = "502 5.5.2 no EHLO here\r\n";
+    CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
+    CHECK_STR(reply.text, "502 5.5.2 no EHLO here");
+    stop(&s, 0);
+
+    s = postfix();
+    s.ehlo = "250-mx\r\n999 broken\r\n";
+    CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
+    CHECK_STR(reply.text, "451 I/O error");
+    CHECK(strstr(reply.detail, "malformed") != NULL);
+    stop(&s, 0);
+}
+
+static void test_session_io_errors(void)
+{
+    struct reinject_reply reply;
+    char *rcpts[] = {"two@example.org"};
+    struct reinject_config quick = client_cfg;
+
+    struct script s = postfix();
+    s.close_after_greeting = true;
+    CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
+    CHECK_INT(reply.code, 451);
+    CHECK_STR(reply.text, "451 I/O error");
+    stop(&s, 0);
+
+    /* A server that never answers: the read times out. */
+    quick.timeout_ms = 200;
+    s = postfix();
+    s.greeting = NULL;
+    CHECK_INT(transact(&s, &quick, "a@b", rcpts, 1, "x\r\n", &reply), -1);
+    CHECK_STR(reply.text, "451 I/O error");
+    CHECKF(strstr(reply.detail, "timed out") != NULL, "%s", reply.detail);
+    stop(&s, 0);
+
+    /* Addresses that could change the command are refused, nothing sent. */
+    char *bad[] = {"a@b>", "x\r\nRSET"};
+    for (int i = 0; i < 2; i++) {
+        pthread_t t;
+        struct reinject *r = NULL;
+        s = postfix();
+        int fd = start(&s, &t);
+        CHECK_INT(reinject_open_fd(fd, &client_cfg, &r, &reply), 0);
+        CHECK_INT(reinject_envelope(r, "a@b", &bad[i], 1, &reply), -1);
+        CHECK_INT(reply.code, 501);
+        CHECK_INT(reinject_write(r, "x\r\n", 3, &reply), -1);
+        reinject_close(&r);
+        pthread_join(t, NULL);
+        CHECK(strstr(s.got, "RCPT") == NULL && strstr(s.got, "MAIL") == NULL);
+        stop(&s, 0);
+    }
+
+    /* Data that does not end in CRLF never gets a final dot. */
+    {
+        pthread_t t;
+        struct reinject *r = NULL;
+        s = postfix();
+        int fd = start(&s, &t);
+        CHECK_INT(reinject_open_fd(fd, &client_cfg, &r, &reply), 0);
+        CHECK_INT(reinject_envelope(r, "a@b", rcpts, 1, &reply), 0);
+        CHECK_INT(reinject_write(r, "x\r\n.", 4, &reply), 0);
+        CHECK_INT(reinject_finish(r, &reply), -1);
+        CHECK_INT(reply.code, 451);
+        reinject_close(&r);
+        pthread_join(t, NULL);
+        CHECK(strstr(s.got, "x\r\n.\r\n") == NULL);
+        stop(&s, 0);
+    }
+}
+
+static void test_session_large(void)
+{
+    struct script s = postfix();
+    struct reinject_reply reply;
+    enum { NRCPT = 250, LINES = 20000 };
+    char **rcpts = calloc(NRCPT, sizeof(*rcpts));
+    char *data = malloc(LINES * 40 + 1), *want;
+    size_t n = 0;
+    pthread_t t;
+    struct reinject *r = NULL;
+
+    for (int i = 0; i < NRCPT; i++) {
+        rcpts[i] = malloc(32);
+        snprintf(rcpts[i], 32, "user%d@example.org", i);
+    }
+    for (int i = 0; i < LINES; i++)
+        n += (size_t)sprintf(data + n, "%s line %06d of the body\r\n", i % 7 ? "" : ".", i);
+
+    /* Data written in odd pieces crosses the 64 KiB buffer many times. */
+    int fd = start(&s, &t);
+    CHECK_INT(reinject_open_fd(fd, &client_cfg, &r, &reply), 0);
+    CHECK_INT(reinject_envelope(r, "a@b", rcpts, NRCPT, &reply), 0);
+    for (size_t off = 0; off < n;) {
+        size_t k = n - off < 1237 ? n - off : 1237;
+        CHECK_INT(reinject_write(r, data + off, k, &reply), 0);
+        off += k;
+    }
+    CHECK_INT(reinject_finish(r, &reply), 0);
+    reinject_close(&r);
+    pthread_join(t, NULL);
+
+    want = strstr(s.got, "DATA\r\n");
+    CHECK(want != NULL);
+    if (want != NULL) {
+        want += 6;
+        CHECK(strncmp(want, data, n) == 0);
+        CHECK_STR(want + n, ".\r\nQUIT\r\n");
+    }
+    size_t count = 0;
+    for (const char *p = s.got; (p = strstr(p, "RCPT TO:<")) != NULL; p++)
+        count++;
+    CHECK_INT(count, NRCPT);
+    stop(&s, 0);
+    for (int i = 0; i < NRCPT; i++)
+        free(rcpts[i]);
+    free(rcpts);
+    free(data);
+}
+
+/* Over TCP: reinject_open with a listening server, and with a port nobody
+ * listens on. */
+struct acceptor {
+    int lfd;
+    struct script *s;
+};
+
+static void *accept_and_serve(void *arg)
+{
+    struct acceptor *a = arg;
+    a->s->fd = accept(a->lfd, NULL, NULL);
+    if (a->s->fd >= 0)
+        serve(a->s);
+    return NULL;
+}
+
+static void test_open_tcp(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct reinject_config cfg = client_cfg;
+    struct reinject_reply reply;
+    struct reinject *r = NULL;
+    struct script s = postfix();
+    struct acceptor a = {lfd, &s};
+    pthread_t t;
+    char *rcpts[] = {"two@example.org"};
+    char want[200];
+
+    CHECK(lfd >= 0);
+    CHECK_INT(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    CHECK_INT(listen(lfd, 1), 0);
+    CHECK_INT(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+    cfg.port = ntohs(sa.sin_port);
+
+    pthread_create(&t, NULL, accept_and_serve, &a);
+    CHECK_INT(reinject_open(&cfg, &r, &reply), 0);
+    if (r != NULL) {
+        CHECK_INT(reinject_envelope(r, "a@b", rcpts, 1, &reply), 0);
+        CHECK_INT(reinject_write(r, "x\r\n", 3, &reply), 0);
+        CHECK_INT(reinject_finish(r, &reply), 0);
+        CHECK_STR(reply.text, "250 2.0.0 Ok: queued as 4XYZ");
+    }
+    reinject_close(&r);
+    pthread_join(t, NULL);
+    CHECK(s.got != NULL && strstr(s.got, "MAIL FROM:<a@b>\r\n") != NULL);
+    stop(&s, 0);
+    close(lfd);
+
+    /* Nobody listens there now. */
+    CHECK_INT(reinject_open(&cfg, &r, &reply), -1);
+    CHECK(r == NULL);
+    CHECK_INT(reply.code, 450);
+    snprintf(want, sizeof(want),
+             "450 Failed to connect to any of the following addresses: [\"127.0.0.1:%u\"]",
+             (unsigned)cfg.port);
+    CHECK_STR(reply.text, want);
+
+    /* A name that does not resolve (no DNS query: .invalid is reserved,
+     * and without network the lookup fails all the same). */
+    cfg.host = "no-such-host.invalid";
+    CHECK_INT(reinject_open(&cfg, &r, &reply), -1);
+    CHECK_INT(reply.code, 451);
+    CHECK_STR(reply.text, "451 Resolver error");
+}
+
+int main(void)
+{
+    UNIT_RUN(test_parser);
+    UNIT_RUN(test_parser_limits);
+    UNIT_RUN(test_helo_name);
+    UNIT_RUN(test_session_pipelined);
+    UNIT_RUN(test_session_sequential);
+    UNIT_RUN(test_session_refusals);
+    UNIT_RUN(test_session_io_errors);
+    UNIT_RUN(test_session_large);
+    UNIT_RUN(test_open_tcp);
+    return unit_summary();
+}
