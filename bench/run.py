@@ -6,14 +6,17 @@
 What it measures (see bench/README.md):
 
  1. SMTP accept rate. One private Postfix (tests/integration/harness.py) with
-    three submission-role services that differ only in smtpd_milters: none,
-    filtermail-milter, and bench/naive_milter (buffers the whole message).
+    four submission-role services that differ only in smtpd_milters: none,
+    filtermail-milter, bench/null_milter (filtermail's protocol server
+    accepting every message unread: the floor of what any milter that reads
+    the body costs Postfix) and bench/naive_milter (libmilter, buffers the
+    whole message).
     build/bench/smtpload drives each with 20 concurrent clients, as an
     authenticated submission client (XCLIENT LOGIN=), sending 2 KB and 100 KB
     PGP/MIME messages built from tests/data/mail/encrypted.eml. Postfix
     discards what it accepts (default_transport = discard, in_flow_delay = 0),
     so the SMTP accept path is what is timed. Only 250 replies count. The
-    three services run in turns for several rounds; the figure is the median
+    four services run in turns for several rounds; the figure is the median
     over rounds of (rate with the milter / rate without) in the same round.
  2. build/bench/bench_mime: the check alone on a 30 MiB message.
  3. Milter memory: 50 clients each send 1 MiB messages at once while
@@ -67,7 +70,7 @@ SAMPLE_INTERVAL = 0.005
 MIME_TARGET_GBS = 1.0
 
 CONFIGS = (("none", "no milter"), ("filtermail", "filtermail-milter"),
-           ("naive", "naive milter"))
+           ("null", "null milter"), ("naive", "naive milter"))
 
 
 class BenchError(Exception):
@@ -262,32 +265,42 @@ class Bench:
         self.failed = False
         self.naive_proc = None
         self.naive_sock = tmp / "naive.sock"
+        self.null_proc = None
+        self.null_sock = tmp / "null.sock"
 
     def row(self, figure, measured, target, verdict):
         self.rows.append((figure, measured, target, verdict))
 
     # -- the relay -------------------------------------------------------
 
-    def start_naive(self):
-        log = open(self.tmp / "naive.log", "wb")
-        self.naive_proc = subprocess.Popen(
-            [str(BENCH_BIN / "naive_milter"), f"unix:{self.naive_sock}"],
+    def _start_milter(self, name, sock):
+        log = open(self.tmp / f"{name}.log", "wb")
+        proc = subprocess.Popen(
+            [str(BENCH_BIN / name), f"unix:{sock}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        wait_until(lambda: self.naive_sock.exists() or self.naive_proc.poll() is not None,
-                   20, "the naive milter's socket")
-        if self.naive_proc.poll() is not None:
-            raise BenchError("naive_milter exited: "
-                             + (self.tmp / "naive.log").read_text(errors="replace"))
+        wait_until(lambda: sock.exists() or proc.poll() is not None,
+                   20, f"the {name} socket")
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited: "
+                             + (self.tmp / f"{name}.log").read_text(errors="replace"))
+        return proc
+
+    def start_naive(self):
+        """The comparison milters: naive_milter (libmilter, buffers the
+        message) and null_milter (filtermail's protocol server accepting
+        everything unread: the floor any milter that reads the body costs)."""
+        self.naive_proc = self._start_milter("naive_milter", self.naive_sock)
+        self.null_proc = self._start_milter("null_milter", self.null_sock)
 
     def stop_naive(self):
-        if self.naive_proc is not None and self.naive_proc.poll() is None:
-            self.naive_proc.terminate()
-            try:
-                self.naive_proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.naive_proc.kill()
-                self.naive_proc.wait(20)
+        for proc in (self.naive_proc, self.null_proc):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(20)
 
     def relay(self):
         submission = ["-o milter_macro_daemon_name=ORIGINATING",
@@ -300,6 +313,7 @@ class Bench:
 default_transport = discard
 in_flow_delay = 0
 bench_naive_milters = {{ unix:{self.naive_sock}, default_action=tempfail, content_timeout=60s }}
+bench_null_milters = {{ unix:{self.null_sock}, default_action=tempfail, content_timeout=60s }}
 """
         return Relay(
             milter=True,
@@ -307,7 +321,8 @@ bench_naive_milters = {{ unix:{self.naive_sock}, default_action=tempfail, conten
             ini={"filtermail_log_level": "info"},
             main_cf=main_cf,
             smtpd_services={"none": submission + ["-o smtpd_milters="],
-                            "naive": submission + ["-o smtpd_milters=$bench_naive_milters"]})
+                            "naive": submission + ["-o smtpd_milters=$bench_naive_milters"],
+                            "null": submission + ["-o smtpd_milters=$bench_null_milters"]})
 
     def port(self, relay, config):
         return relay.port("submission" if config == "filtermail" else config)
@@ -325,7 +340,8 @@ bench_naive_milters = {{ unix:{self.naive_sock}, default_action=tempfail, conten
     def throughput(self, relay, files):
         say(f"== SMTP accept rate: {CLIENTS} clients, XCLIENT-authenticated submission, "
             f"{ROUNDS} rounds of {SECONDS} s per service in turns, 250 replies only")
-        pids = {"filtermail": relay.milter_proc.pid, "naive": self.naive_proc.pid}
+        pids = {"filtermail": relay.milter_proc.pid, "naive": self.naive_proc.pid,
+                "null": self.null_proc.pid}
         for label, size in SIZES:
             path = files[label]
             self.check_accepted(relay, label, path.read_bytes())
@@ -375,6 +391,9 @@ bench_naive_milters = {{ unix:{self.naive_sock}, default_action=tempfail, conten
             self.row(f"accept rate {label}, milter / no milter",
                      f"{ratio:.2f} ({fm:.0f} vs {base:.0f} msg/s)",
                      f">= {MIN_RATIO:.2f}", "PASS" if ratio >= MIN_RATIO else "MISS")
+            nl = statistics.median(r["ok_rate"] for r in runs["null"])
+            self.row(f"accept rate {label}, null milter / no milter",
+                     f"{ratios['null']:.2f} ({nl:.0f} vs {base:.0f} msg/s)", "(floor)", "-")
             self.row(f"accept rate {label}, naive milter / no milter",
                      f"{ratios['naive']:.2f} ({nv:.0f} vs {base:.0f} msg/s)", "(comparison)", "-")
         say()
@@ -507,6 +526,7 @@ def main():
         say("bench: run as root (Postfix must start as root): sudo make bench")
         return 1
     needed = [BUILD / "filtermail-milter", BENCH_BIN / "smtpload", BENCH_BIN / "naive_milter",
+              BENCH_BIN / "null_milter",
               BENCH_BIN / "bench_mime"]
     missing = [str(p.relative_to(REPO)) for p in needed if not p.exists()]
     if missing:

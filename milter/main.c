@@ -39,6 +39,7 @@
 #include "mserver.h"
 #include "privs.h"
 #include "rejected.h"
+#include "sdnotify.h"
 #include "verdict.h"
 
 #define TARGET "filtermail::milter"
@@ -742,6 +743,9 @@ int main(int argc, char **argv)
         .timeout = MILTER_TIMEOUT,
         .max_sessions = MAX_SESSIONS,
         .cb = &callbacks,
+        /* Under systemd with WatchdogSec=, the accept loop pings it. */
+        .tick_ms = sdnotify_watchdog_interval_ms(),
+        .tick = sdnotify_watchdog,
     };
     /* Sockets are for Postfix only: owner and group (the Postfix group) may
      * connect, nobody else. */
@@ -762,10 +766,16 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     log_info("filtermail", "entering serving loop");
     log_debug(TARGET, "listening on %s", sock);
+    {
+        char status[300];
+        snprintf(status, sizeof(status), "serving on %.250s", sock);
+        sdnotify_ready(status);
+    }
     if (mserver_run(server, err, sizeof(err)) < 0) {
         log_err(TARGET, "Server error: %s", err);
         return 1;
     }
+    sdnotify_stopping();
     log_info("filtermail", "stopping");
     mserver_close(&server);
     return 0;

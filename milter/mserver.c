@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -16,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libmilter/mfapi.h>
@@ -523,17 +525,40 @@ void mserver_stop(struct mserver *srv)
     }
 }
 
+/* Milliseconds on the monotonic clock. */
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int mserver_run(struct mserver *srv, char *err, size_t errlen)
 {
     struct pollfd pfd[2] = {{.fd = srv->lfd, .events = POLLIN},
                             {.fd = srv->stop_pipe[0], .events = POLLIN}};
+    bool ticking = srv->cfg.tick != NULL && srv->cfg.tick_ms > 0;
+    int64_t next_tick = ticking ? mono_ms() : 0;
+
     for (;;) {
-        if (poll(pfd, 2, -1) < 0) {
+        int timeout = -1;
+        if (ticking) {
+            int64_t now = mono_ms();
+            if (now >= next_tick) {
+                srv->cfg.tick();
+                next_tick = now + srv->cfg.tick_ms;
+            }
+            timeout = next_tick - now > INT_MAX ? INT_MAX : (int)(next_tick - now);
+        }
+        int n = poll(pfd, 2, timeout);
+        if (n < 0) {
             if (errno == EINTR)
                 continue;
             snprintf(err, errlen, "poll: %s", strerror(errno));
             return -1;
         }
+        if (n == 0)
+            continue;
         if (pfd[1].revents != 0)
             return 0;
         if (pfd[0].revents == 0)

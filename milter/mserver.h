@@ -46,6 +46,11 @@ struct mserver_config {
     int timeout;               /* seconds a read or write may wait */
     unsigned max_sessions;     /* concurrent connections; more are closed at once */
     const struct mserver_callbacks *cb;
+    /* Called by mserver_run's thread at least every tick_ms milliseconds
+     * while it serves (a watchdog ping: the accept loop is alive); 0 or a
+     * NULL tick: never. */
+    unsigned tick_ms;
+    void (*tick)(void);
 };
 
 struct mserver;

@@ -1,0 +1,50 @@
+/* sdnotify: a thin layer over libsystemd's sd_notify. */
+#include "sdnotify.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <systemd/sd-daemon.h>
+
+void sdnotify_ready(const char *status)
+{
+    char msg[256];
+
+    if (status == NULL) {
+        (void)sd_notify(0, "READY=1");
+        return;
+    }
+    snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%.200s", status);
+    (void)sd_notify(0, msg);
+}
+
+void sdnotify_stopping(void)
+{
+    (void)sd_notify(0, "STOPPING=1");
+}
+
+void sdnotify_status(const char *text)
+{
+    char msg[256];
+
+    snprintf(msg, sizeof(msg), "STATUS=%.200s", text);
+    (void)sd_notify(0, msg);
+}
+
+unsigned sdnotify_watchdog_interval_ms(void)
+{
+    uint64_t usec = 0;
+
+    /* > 0 only when WATCHDOG_USEC is set and WATCHDOG_PID (if any) is us. */
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return 0;
+    usec /= 2;
+    if (usec / 1000 > UINT32_MAX)
+        return UINT32_MAX;
+    return usec < 1000 ? 1 : (unsigned)(usec / 1000);
+}
+
+void sdnotify_watchdog(void)
+{
+    (void)sd_notify(0, "WATCHDOG=1");
+}
