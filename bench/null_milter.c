@@ -9,6 +9,7 @@
  */
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include <libmilter/mfapi.h>
 #include <libmilter/mfdef.h>
@@ -77,6 +78,7 @@ int main(int argc, char **argv)
         return 1;
     }
     cfg.socket_spec = argv[1];
+    umask(0); /* a bench tool: Postfix's smtpd (user postfix) must connect */
     server = mserver_open(&cfg, err, sizeof(err));
     if (server == NULL) {
         fprintf(stderr, "null_milter: %s\n", err);
