@@ -41,6 +41,7 @@
 #include "config.h"
 #include "log.h"
 #include "privs.h"
+#include "sdnotify.h"
 #include "reinject.h"
 #include "request.h"
 
@@ -501,14 +502,23 @@ int main(int argc, char **argv)
               (unsigned)cfg->filtermail_http_port_incoming, cfg->postfix_host,
               (unsigned)cfg->postfix_reinject_port_incoming);
 
+    sdnotify_ready("serving /mxdeliv");
+    /* The signal loop doubles as the watchdog's heartbeat under systemd. */
+    unsigned wd_ms = sdnotify_watchdog_interval_ms();
+    struct timespec wd = {.tv_sec = wd_ms / 1000, .tv_nsec = (long)(wd_ms % 1000) * 1000000};
     for (;;) {
-        if (sigwait(&sigs, &sig) != 0)
+        sig = wd_ms > 0 ? sigtimedwait(&sigs, NULL, &wd) : sigwaitinfo(&sigs, NULL);
+        if (sig < 0) {
+            if (errno == EAGAIN)
+                sdnotify_watchdog();
             continue;
+        }
         if (sig == SIGHUP)
             continue; /* nothing to reload: the configuration is read at start */
         log_info(TARGET, "shutting down on signal %d", sig);
         break;
     }
+    sdnotify_stopping();
     MHD_stop_daemon(d);
     config_free(&c);
     cfg = NULL;
