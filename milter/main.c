@@ -61,7 +61,16 @@
 #define MAX_FIELD (256 * 1024)
 #define MAX_FROM 4096
 
-static const struct config *cfg;
+/* The running configuration. SIGHUP replaces it (an atomic pointer: each use
+ * reads the current one); replaced ones are kept until exit, since a session
+ * may still be reading them. */
+static const struct config *_Atomic cfg;
+static const char *config_path;
+struct retired {
+    struct config *c;
+    struct retired *next;
+};
+static struct retired *retired_configs;
 /* Shared by all connections; NULL when the feature is off. */
 static struct dkimcheck *checker; /* verification of incoming mail */
 static struct dkimsign *signer;   /* signing of outgoing mail */
@@ -645,8 +654,48 @@ static struct mserver *server;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    mserver_stop(server);
+    if (sig == SIGHUP)
+        mserver_reload(server);
+    else
+        mserver_stop(server);
+}
+
+static bool same(const char *a, const char *b)
+{
+    return strcmp(a, b) == 0;
+}
+
+/* SIGHUP: the policy settings (mailboxes_dir, max_message_size, the
+ * passthrough lists, the outgoing daemon names, ...) take effect for the
+ * next messages; what was set up at start (socket, user, log level, DKIM
+ * key, resolver, rejected store) needs a restart, which is logged. A file
+ * that does not load leaves the running configuration in place. */
+static void reload_config(void)
+{
+    char err[1024];
+    struct config *n;
+    const struct config *old = cfg;
+    struct retired *r = malloc(sizeof(*r));
+
+    if (r == NULL || config_load(config_path, &n, err, sizeof(err)) < 0) {
+        log_err("filtermail", "Failed to reload config: %s (keeping the running configuration)",
+                r == NULL ? "out of memory" : err);
+        free(r);
+        return;
+    }
+    if (!same(n->milter_socket, old->milter_socket) || !same(n->user, old->user) ||
+        !same(n->socket_group, old->socket_group) || !same(n->log_level, old->log_level) ||
+        n->dkim_sign != old->dkim_sign || !same(n->dkim_key, old->dkim_key) ||
+        !same(n->dkim_selector, old->dkim_selector) || !same(n->mail_domain, old->mail_domain) ||
+        !same(n->rejected_dir, old->rejected_dir) || !same(n->unbound_config, old->unbound_config) ||
+        !same(n->trust_anchor, old->trust_anchor) || n->dns_timeout != old->dns_timeout)
+        log_warn("filtermail", "socket, user, log level, mail_domain, DKIM, DNS and rejected-mail "
+                 "settings changed in %s take effect at the next restart", config_path);
+    r->c = (struct config *)old;
+    r->next = retired_configs;
+    retired_configs = r;
+    cfg = n;
+    log_info("filtermail", "configuration reloaded from %s", config_path);
 }
 
 /* FILTERMAIL_SKIP_DKIM=1|true (any case) turns verification off (spec 6.6). */
@@ -726,6 +775,7 @@ int main(int argc, char **argv)
         return 1;
     }
     cfg = c;
+    config_path = argv[1];
     log_init(argv[0], cfg->log_level);
 
     if (setup_dkim(err, sizeof(err)) < 0) {
@@ -746,6 +796,7 @@ int main(int argc, char **argv)
         /* Under systemd with WatchdogSec=, the accept loop pings it. */
         .tick_ms = sdnotify_watchdog_interval_ms(),
         .tick = sdnotify_watchdog,
+        .reload = reload_config,
     };
     /* Sockets are for Postfix only: owner and group (the Postfix group) may
      * connect, nobody else. */
@@ -763,6 +814,7 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     log_info("filtermail", "entering serving loop");
     log_debug(TARGET, "listening on %s", sock);

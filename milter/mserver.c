@@ -518,6 +518,13 @@ struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t
     return srv;
 }
 
+void mserver_reload(struct mserver *srv)
+{
+    if (srv != NULL && write(srv->stop_pipe[1], "r", 1) < 0) {
+        /* the pipe is never full: only signals write to it */
+    }
+}
+
 void mserver_stop(struct mserver *srv)
 {
     if (srv != NULL && write(srv->stop_pipe[1], "x", 1) < 0) {
@@ -559,8 +566,20 @@ int mserver_run(struct mserver *srv, char *err, size_t errlen)
         }
         if (n == 0)
             continue;
-        if (pfd[1].revents != 0)
-            return 0;
+        if (pfd[1].revents != 0) {
+            char cmds[16];
+            ssize_t k = read(srv->stop_pipe[0], cmds, sizeof(cmds));
+            bool stop = k <= 0, reload = false;
+            for (ssize_t i = 0; i < k; i++) {
+                stop |= cmds[i] == 'x';
+                reload |= cmds[i] == 'r';
+            }
+            if (stop)
+                return 0;
+            if (reload && srv->cfg.reload != NULL)
+                srv->cfg.reload();
+            continue;
+        }
         if (pfd[0].revents == 0)
             continue;
         int fd = accept4(srv->lfd, NULL, NULL, SOCK_CLOEXEC);

@@ -51,6 +51,8 @@ struct mserver_config {
      * NULL tick: never. */
     unsigned tick_ms;
     void (*tick)(void);
+    /* Called by mserver_run's thread after mserver_reload; NULL: ignored. */
+    void (*reload)(void);
 };
 
 struct mserver;
@@ -63,6 +65,8 @@ struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t
  * with a message in err. */
 int mserver_run(struct mserver *srv, char *err, size_t errlen);
 void mserver_stop(struct mserver *srv);
+/* Asks mserver_run to call the reload callback (async-signal-safe). */
+void mserver_reload(struct mserver *srv);
 void mserver_close(struct mserver **srv);
 
 /* The session API. */
