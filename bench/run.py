@@ -509,6 +509,27 @@ bench_null_milters = {{ unix:{self.null_sock}, default_action=tempfail, content_
             rc = self.run_bench(path.name, f"Also: {path.name}")
             self.row(path.name, "see its output" if rc == 0 else f"failed ({rc})", "its own",
                      "-" if rc == 0 else "MISS")
+        # Benchmarks written in Python (they drive several daemons).
+        for script in ("bench_two_relays.py",):
+            say(f"== Also: {script}")
+            t0 = time.monotonic()
+            try:
+                r = subprocess.run([sys.executable, str(REPO / "bench" / script)],
+                                   capture_output=True, text=True, timeout=600, cwd=REPO,
+                                   env=dict(os.environ, FILTERMAIL_BUILD=str(BUILD)))
+                rc = r.returncode
+                say(r.stdout.rstrip())
+                if rc != 0:
+                    say(r.stderr.rstrip())
+            except subprocess.TimeoutExpired:
+                say(f"  {script}: no result after 600 s")
+                rc = -1
+            say(f"  ({script} took {time.monotonic() - t0:.0f} s)")
+            say()
+            if rc != 0:
+                self.failed = True
+            self.row(script, "see its output" if rc == 0 else f"failed ({rc})", "its own",
+                     "-" if rc == 0 else "MISS")
 
     def summary(self):
         say("== Summary")

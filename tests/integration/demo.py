@@ -6,12 +6,23 @@ its From address) and through port 25, and prints what happened to each:
 
     message  direction  verdict  SMTP reply  (and whether it was delivered)
 
-then stops everything. Exits 0 when every reply is the one tests/data lists.
+then stops everything.
+
+Then the second part, "two relays on one machine": two complete relays,
+a.test and b.test (Postfix, filtermail-milter, filtermail-policyd,
+filtermail-transport, filtermail-mxdeliv behind nginx with TLS, DNSSEC-signed
+test zones; tworelays_harness.py), and the scenarios of the two-relay suite
+(tworelays_story.py) one after the other, each printed with what it
+observed and "ok" or "FAILED".
+
+Exits 0 when every reply of the first part is the one tests/data lists and
+every scenario of the second part went as it must.
 """
 import os
 import pathlib
 import signal
 import sys
+import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -64,7 +75,53 @@ def main():
         print("  ".join(f"{v:<{w}}" for v, w in zip(r, widths)) + "  " + r[4])
     print(f"\n{len(rows) - wrong}/{len(rows)} verdicts as expected "
           "(tests/data/verdicts.tsv, tests/data/README.md)")
-    return 1 if wrong else 0
+    failed = two_relays()
+    return 1 if wrong or failed else 0
+
+
+def two_relays():
+    """The second part; returns the number of scenarios that failed."""
+    import tworelays_story as story
+    from tworelays_harness import TwoRelays
+
+    print("\n== Two relays on one machine\n")
+    started = time.monotonic()
+    net = TwoRelays(default_build="build")
+    try:
+        net.start()
+    except Exception as e:
+        print(f"FAILED: the two relays did not start: {e}")
+        return 1
+    failed = 0
+    try:
+        story.prepare(net)
+        print(f"a.test: MX mx.a.test = {net.a.addr}, b.test: MX mx.b.test = {net.b.addr}; "
+              f"port-25 role on :{net.smtp_port}, nginx (HTTPS /mxdeliv) on :{net.https_port} "
+              "of each;\nDNSSEC-signed zones (MX, A, TLSA, DKIM keys); transport as pipe(8) "
+              "default_transport;\nrate limit "
+              f"{net.per_minute}/minute, bursts of {net.burst}\n")
+        for n, (name, title, fn) in enumerate(story.STORY, 1):
+            t0 = time.monotonic()
+            try:
+                lines = fn(net)
+                net.check()
+                verdict = "ok"
+            except Exception as e:
+                failed += 1
+                verdict = "FAILED"
+                lines = str(e).splitlines()[:12]
+            print(f"{n}. {title}: {verdict} ({time.monotonic() - t0:.1f} s)")
+            for line in lines:
+                print(f"     {line}")
+    finally:
+        try:
+            net.stop(check=not failed)
+        except Exception as e:
+            failed += 1
+            print(f"FAILED: stopping the two relays: {e}")
+    print(f"\n{len(story.STORY) - failed}/{len(story.STORY)} two-relay scenarios as expected "
+          f"({time.monotonic() - started:.0f} s)")
+    return failed
 
 
 if __name__ == "__main__":

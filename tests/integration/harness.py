@@ -48,6 +48,7 @@ import email.policy
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import smtplib
@@ -322,6 +323,28 @@ def _text_of(value, relay):
     if value is None:
         return ""
     return value(relay) if callable(value) else value
+
+
+# Postfix warns "overriding earlier entry" for a parameter set twice, in
+# every process it starts, and these warnings can hang a whole instance at
+# start: postlogd logs its own start-up warnings through its own unix-dgram
+# socket, whose queue holds net.unix.max_dgram_qlen (10) messages; once master
+# and the first daemons have filled it, postlogd blocks writing to itself and
+# every process blocks in its next log call. So main.cf sets each parameter
+# once, by its last assignment (the main_cf hook's lines win).
+def keep_last_settings(text):
+    """main.cf text in which every parameter is set once, by its last
+    assignment (continuation lines kept with their parameter)."""
+    entries = []            # [name or None, lines]
+    for line in text.splitlines(keepends=True):
+        if line[:1] in (" ", "\t") and entries and line.strip():
+            entries[-1][1].append(line)
+            continue
+        m = re.match(r"([A-Za-z0-9_]+)\s*=", line)
+        entries.append([m.group(1) if m else None, [line]])
+    last = {name: i for i, (name, _) in enumerate(entries) if name}
+    return "".join("".join(lines) for i, (name, lines) in enumerate(entries)
+                   if name is None or last[name] == i)
 
 
 class Relay:
@@ -636,7 +659,7 @@ minimal_backoff_time = 10s
 maximal_backoff_time = 30s
 {milter_lines}{policy_lines}"""
         main_cf += _text_of(self.extra_main_cf, self) + "\n"
-        (self.etc / "main.cf").write_text(main_cf)
+        (self.etc / "main.cf").write_text(keep_last_settings(main_cf))
 
         services = ""
         for name, opts in self.services.items():
