@@ -28,6 +28,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,8 @@
 #define SMTP_TIMEOUT_MS 60000
 
 static const struct config *cfg;
+/* max_message_size, the one setting SIGHUP changes while serving. */
+static _Atomic uint64_t max_size;
 static struct reinject_config smtp_cfg;
 static char helo[INET6_ADDRSTRLEN + 8];
 
@@ -190,7 +193,7 @@ static enum MHD_Result on_headers(struct MHD_Connection *c, struct req *r, const
         errno = 0;
         char *end;
         unsigned long long n = strtoull(cl, &end, 10);
-        if (errno != 0 || end == cl || n > cfg->max_message_size) {
+        if (errno != 0 || end == cl || n > atomic_load(&max_size)) {
             r->body.size = errno == 0 && end != cl ? n : UINT64_MAX;
             return answer_reply(c, r, REQUEST_REPLY_TOO_BIG, NULL);
         }
@@ -225,7 +228,7 @@ static enum MHD_Result refuse_oversize_chunked(struct MHD_Connection *c, struct 
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 
     log_info(TARGET, "(HTTP) 413 %s (from %s, chunked body over %llu bytes)", REQUEST_REPLY_TOO_BIG,
-             r->peer, (unsigned long long)cfg->max_message_size);
+             r->peer, (unsigned long long)atomic_load(&max_size));
     r->answered = true;
     if (ci != NULL) {
         (void)send(ci->connect_fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -310,7 +313,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_NO;
         *req_cls = r;
         request_envelope_init(&r->env);
-        request_body_init(&r->body, cfg->max_message_size);
+        request_body_init(&r->body, atomic_load(&max_size));
         clock_gettime(CLOCK_MONOTONIC, &r->start);
         peer_name(c, r->peer, sizeof(r->peer));
         return on_headers(c, r, method);
@@ -420,6 +423,32 @@ static void usage(const char *argv0)
     fprintf(stderr, "  the relay's chatmail.ini; see filtermail-mxdeliv(8)\n");
 }
 
+/* SIGHUP: max_message_size applies to the next requests; the other settings
+ * (addresses, ports, user, log level) need a restart, which is logged. A file
+ * that does not load keeps the running configuration. */
+static void reload_config(const char *path)
+{
+    char err[1024];
+    struct config *n;
+
+    if (config_load(path, &n, err, sizeof(err)) < 0) {
+        log_err("filtermail", "Failed to reload config: %s (keeping the running configuration)",
+                err);
+        return;
+    }
+    if (strcmp(n->filtermail_host, cfg->filtermail_host) != 0 ||
+        n->filtermail_http_port_incoming != cfg->filtermail_http_port_incoming ||
+        strcmp(n->postfix_host, cfg->postfix_host) != 0 ||
+        n->postfix_reinject_port_incoming != cfg->postfix_reinject_port_incoming ||
+        strcmp(n->user, cfg->user) != 0 || strcmp(n->log_level, cfg->log_level) != 0)
+        log_warn("filtermail", "address, port, user and log level settings changed in %s take "
+                 "effect at the next restart", path);
+    max_size = n->max_message_size;
+    log_info("filtermail", "configuration reloaded from %s: max_message_size %llu", path,
+             (unsigned long long)n->max_message_size);
+    config_free(&n);
+}
+
 int main(int argc, char **argv)
 {
     char err[1024];
@@ -460,6 +489,7 @@ int main(int argc, char **argv)
         return 1;
     }
     cfg = c;
+    max_size = cfg->max_message_size;
     log_init(argv[0], cfg->log_level);
 
     reinject_helo_name(cfg->filtermail_host, helo, sizeof(helo));
@@ -513,8 +543,10 @@ int main(int argc, char **argv)
                 sdnotify_watchdog();
             continue;
         }
-        if (sig == SIGHUP)
-            continue; /* nothing to reload: the configuration is read at start */
+        if (sig == SIGHUP) {
+            reload_config(argv[optind]);
+            continue;
+        }
         log_info(TARGET, "shutting down on signal %d", sig);
         break;
     }

@@ -693,6 +693,94 @@ static void tick(uint64_t now)
     }
 }
 
+static bool lists_equal(const struct config_list *a, const struct config_list *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->items[i], b->items[i]) != 0)
+            return false;
+    return true;
+}
+
+/* Configurations replaced by SIGHUP, freed at exit. */
+static struct config *retired[64];
+static size_t nretired;
+
+/* SIGHUP: re-reads the configuration. New limits and exemptions apply at once,
+ * with every sender's state carried over (saved and loaded as the snapshot
+ * is, so waits are cut to what the new limits allow); connections stay open.
+ * Socket, user, log level, Redis and snapshot settings need a restart, which
+ * is logged; with Redis the limits do too (its client holds them). A file
+ * that does not load keeps the running configuration. */
+static void reload_config(void)
+{
+    char err[1024];
+    struct config *n;
+
+    if (nretired == sizeof(retired) / sizeof(retired[0])) {
+        log_err("filtermail", "Failed to reload config: reloaded %zu times; restart instead",
+                nretired);
+        return;
+    }
+    if (config_load(config_path, &n, err, sizeof(err)) < 0) {
+        log_err("filtermail", "Failed to reload config: %s (keeping the running configuration)",
+                err);
+        return;
+    }
+    bool limits = n->max_user_send_per_minute != cfg->max_user_send_per_minute ||
+                  n->max_user_send_burst_size != cfg->max_user_send_burst_size ||
+                  !lists_equal(&n->ratelimit_exempt, &cfg->ratelimit_exempt);
+    if (strcmp(n->policy_socket, cfg->policy_socket) != 0 || strcmp(n->user, cfg->user) != 0 ||
+        strcmp(n->socket_group, cfg->socket_group) != 0 ||
+        strcmp(n->log_level, cfg->log_level) != 0 ||
+        strcmp(n->ratelimit_redis, cfg->ratelimit_redis) != 0 ||
+        strcmp(n->ratelimit_redis_fallback, cfg->ratelimit_redis_fallback) != 0 ||
+        strcmp(n->ratelimit_state, cfg->ratelimit_state) != 0 || (limits && redis != NULL)) {
+        log_warn("filtermail", "socket, user, log level, Redis and state settings (and, with "
+                 "Redis, the limits) changed in %s take effect at the next restart",
+                 config_path);
+        limits = limits && redis == NULL;
+    }
+    if (limits) {
+        struct ratelimit_config rc = {
+            .per_minute = n->max_user_send_per_minute,
+            .burst = n->max_user_send_burst_size,
+            .exempt = &n->ratelimit_exempt,
+        };
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        struct ratelimit *nrl = NULL;
+        if (f != NULL && ratelimit_save(rl, f, mono(), clock_ns(CLOCK_REALTIME)) >= 0 &&
+            fclose(f) == 0 &&
+            getrandom(rc.seed, sizeof(rc.seed), 0) == (ssize_t)sizeof(rc.seed) &&
+            (nrl = ratelimit_new(&rc)) != NULL) {
+            f = fmemopen(buf, len, "r");
+            if (f == NULL ||
+                ratelimit_load(nrl, f, mono(), clock_ns(CLOCK_REALTIME), err, sizeof(err)) < 0) {
+                ratelimit_free(&nrl);
+            }
+            if (f != NULL)
+                fclose(f);
+        }
+        free(buf);
+        if (nrl == NULL) {
+            log_err("filtermail", "Failed to reload config: cannot carry the senders' state "
+                    "over (keeping the running configuration)");
+            config_free(&n);
+            return;
+        }
+        ratelimit_free(&rl);
+        rl = nrl;
+        dirty = true;
+    }
+    retired[nretired++] = (struct config *)cfg;
+    cfg = n;
+    log_info("filtermail", "configuration reloaded from %s: %u messages a minute, bursts of %u",
+             config_path, cfg->max_user_send_per_minute, cfg->max_user_send_burst_size);
+}
+
 int main(int argc, char **argv)
 {
     char err[1024], privspec[256];
@@ -804,6 +892,7 @@ int main(int argc, char **argv)
                 while (read(signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
                     if (si.ssi_signo == SIGHUP) {
                         snapshot_save_background("SIGHUP");
+                        reload_config();
                         continue;
                     }
                     log_info(TARGET, "shutting down on signal %u", si.ssi_signo);
@@ -840,6 +929,14 @@ int main(int argc, char **argv)
     if (lspec.is_unix)
         unlink(lspec.path); /* may fail after the privilege drop; the next start copes */
     ratelimit_free(&rl);
+    /* c is the first configuration: the running one, or the first retired. */
+    for (size_t i = 0; i < nretired; i++)
+        if (retired[i] != c)
+            config_free(&retired[i]);
+    if (cfg != c) {
+        struct config *last = (struct config *)cfg;
+        config_free(&last);
+    }
     config_free(&c);
     return 0;
 }

@@ -13,6 +13,7 @@ import concurrent.futures
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -405,3 +406,34 @@ def test_slow_clients_time_out_without_blocking_others():
     for _, t in others:
         relay.wait_for_delivery(TWO, t)
     never_delivered(TWO, tid)
+
+
+def test_sighup_reloads_the_size_limit():
+    """SIGHUP: a smaller max_message_size applies to the next requests; a file
+    that does not load keeps the running limit."""
+    def declared(size):
+        head = (f"POST /mxdeliv HTTP/1.1\r\nHost: mx\r\nX-Mail-To: {TWO}\r\n"
+                f"Content-Length: {size}\r\n\r\n").encode()
+        raw, _ = raw_exchange(mx.port, [head], timeout=5)
+        return parse_responses(raw)
+
+    def reload(marker):
+        before = mx.log().count(marker)
+        mx.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: mx.log().count(marker) > before, 10, f"{marker!r} logged")
+
+    original = mx.ini.read_text()
+    try:
+        mx.ini.write_text(original.replace(f"max_message_size = {MAX_SIZE}",
+                                           "max_message_size = 1000"))
+        reload("configuration reloaded from")
+        assert declared(1001) == [(413, TOO_BIG)]
+        mx.ini.write_text("[params]\nmax_message_size = huge\n")
+        reload("Failed to reload config:")
+        assert declared(1001) == [(413, TOO_BIG)]
+    finally:
+        mx.ini.write_text(original)
+        reload("configuration reloaded from")
+    data, tid = message()
+    expect(https(data), 200, "250 OK", "after restoring the limit")
+    relay.wait_for_delivery(TWO, tid)

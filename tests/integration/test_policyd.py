@@ -450,3 +450,42 @@ def test_redis_shared_budget_and_fallback():
             redis.kill()
             redis.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_sighup_reloads_limits_and_keeps_state():
+    """SIGHUP: new limits and exemptions apply at once, a sender's spent burst
+    is carried over, open connections stay usable; a file that does not load
+    keeps the running limits."""
+    with tempfile.TemporaryDirectory(prefix="filtermail-policyd-reload-") as tmp:
+        os.chmod(tmp, 0o755)
+        p = Policyd(tmp, "reload", f"unix:{tmp}/reload.sock",
+                    max_user_send_per_minute=1, max_user_send_burst_size=2)
+        p.start()
+        try:
+            s = p.connect()
+            answers = [ask(s, "a@example.org", instance=f"i{i}") for i in range(3)]
+            assert answers[:2] == ["DUNNO", "DUNNO"] and answers[2].startswith("450"), answers
+
+            def reload(marker):
+                before = p.log().count(marker)
+                p.proc.send_signal(signal.SIGHUP)
+                wait_until(lambda: p.log().count(marker) > before, 10, f"{marker!r} logged")
+
+            # A larger burst: a's two spent messages still count against it.
+            p.params["max_user_send_burst_size"] = "4"
+            p.params["filtermail_ratelimit_exempt"] = "bot@example.org"
+            p.ini.write_text("[params]\n" + "".join(f"{k} = {v}\n" for k, v in p.params.items()))
+            reload("configuration reloaded from")
+            answers = [ask(s, "a@example.org", instance=f"j{i}") for i in range(3)]
+            assert answers[:2] == ["DUNNO", "DUNNO"] and answers[2].startswith("450"), \
+                f"after reload (burst 4, 2 spent), same connection: {answers}"
+            assert all(ask(s, "bot@example.org", instance=f"b{i}") == "DUNNO" for i in range(6))
+
+            # A broken file: the running limits stay.
+            p.ini.write_text("[params]\nmax_user_send_burst_size = many\n")
+            reload("Failed to reload config:")
+            answers = [ask(s, "c@example.org", instance=f"k{i}") for i in range(5)]
+            assert answers[:4] == ["DUNNO"] * 4 and answers[4].startswith("450"), answers
+            s.close()
+        finally:
+            p.stop()
