@@ -477,7 +477,7 @@ static enum verdict_origin origin_check(void *ctx)
         return ORIGIN_NO_VALID_SIGNATURE;
     size_t naddr = c->from[0] != '\0' ? address_count(c->from, strlen(c->from)) : 0;
     o = dkimcheck_finish(c->dv, c->from_count, naddr, c->dkim_why, sizeof(c->dkim_why));
-    log_msg(o == ORIGIN_PASS ? LOGL_DEBUG : LOGL_INFO, TARGET, "%s: DKIM %s: %s", c->qid,
+    log_msg(LOGL_INFO, TARGET, "%s: DKIM %s: %s", c->qid,
             o == ORIGIN_PASS ? "pass" : o == ORIGIN_TEMPFAIL ? "temporary failure" : "fail",
             c->dkim_why);
     return o;
@@ -580,7 +580,10 @@ static enum mstatus cb_eom(struct msess *ctx)
     }
 
     verdict_decide(&in, &v, verdict_log, NULL);
-    log_debug(TARGET, "%s: %s %s %s %s (%s)", c->qid,
+    /* One line per message for metrics (the mtail program): direction,
+     * action, kind (securejoin and Autocrypt Setup Messages, which upstream's
+     * lines count as encrypted, apart), reason. */
+    log_info(TARGET, "%s: verdict %s %s %s %s (%.200s)", c->qid,
               c->dir == ARMOR_OUTGOING ? "outgoing" : "incoming",
               v.action == VERDICT_ACCEPT    ? "accept"
               : v.action == VERDICT_REJECT  ? "reject"
