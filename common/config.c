@@ -588,6 +588,53 @@ int config_load(const char *path, struct config **cfg_r, char *err, size_t errle
     return rc;
 }
 
+static bool field_equal(const struct config_key *k, const struct config *a,
+                        const struct config *b)
+{
+    const void *x = (const char *)a + k->offset, *y = (const char *)b + k->offset;
+    switch (k->type) {
+    case CT_STRING:
+    case CT_OPTSTRING:
+    case CT_HOST_IP:
+    case CT_LEVEL:
+    case CT_FALLBACK:
+    case CT_LOG_SINK:
+        return strcmp(*(char *const *)x, *(char *const *)y) == 0;
+    case CT_PORT:
+        return *(const uint16_t *)x == *(const uint16_t *)y;
+    case CT_U64:
+        return *(const uint64_t *)x == *(const uint64_t *)y;
+    case CT_U32_NONZERO:
+        return *(const uint32_t *)x == *(const uint32_t *)y;
+    case CT_BOOL:
+        return *(const bool *)x == *(const bool *)y;
+    case CT_LIST: {
+        const struct config_list *l = x, *m = y;
+        if (l->n != m->n)
+            return false;
+        for (size_t i = 0; i < l->n; i++)
+            if (strcmp(l->items[i], m->items[i]) != 0)
+                return false;
+        return true;
+    }
+    }
+    return false;
+}
+
+const char *config_changed(const struct config *a, const struct config *b,
+                           const char *const *keys)
+{
+    for (size_t i = 0; keys[i] != NULL; i++) {
+        const struct config_key *k = NULL;
+        for (size_t j = 0; j < NKEYS && k == NULL; j++)
+            if (strcmp(config_keys[j].name, keys[i]) == 0)
+                k = &config_keys[j];
+        if (k == NULL || !field_equal(k, a, b))
+            return keys[i];
+    }
+    return NULL;
+}
+
 void config_free(struct config **cfgp)
 {
     struct config *cfg = *cfgp;

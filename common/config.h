@@ -101,6 +101,12 @@ int config_parse(const char *text, size_t len, const char *origin, struct config
 void config_free(struct config **cfg);
 
 /* True when item is in the list (exact, case-sensitive comparison). */
+/* The first of the NULL-terminated key names whose values differ between a
+ * and b, or NULL when they are all equal (a reload uses it to name the
+ * settings that need a restart). An unknown name is returned as differing. */
+const char *config_changed(const struct config *a, const struct config *b,
+                           const char *const *keys);
+
 bool config_list_has(const struct config_list *l, const char *item);
 
 #endif

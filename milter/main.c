@@ -663,11 +663,6 @@ static void on_signal(int sig)
         mserver_stop(server);
 }
 
-static bool same(const char *a, const char *b)
-{
-    return strcmp(a, b) == 0;
-}
-
 /* SIGHUP: the policy settings (mailboxes_dir, max_message_size, the
  * passthrough lists, the outgoing daemon names, ...) take effect for the
  * next messages; what was set up at start (socket, user, log level, DKIM
@@ -686,14 +681,17 @@ static void reload_config(void)
         free(r);
         return;
     }
-    if (!same(n->milter_socket, old->milter_socket) || !same(n->user, old->user) ||
-        !same(n->socket_group, old->socket_group) || !same(n->log_level, old->log_level) ||
-        n->dkim_sign != old->dkim_sign || !same(n->dkim_key, old->dkim_key) ||
-        !same(n->dkim_selector, old->dkim_selector) || !same(n->mail_domain, old->mail_domain) ||
-        !same(n->rejected_dir, old->rejected_dir) || !same(n->unbound_config, old->unbound_config) ||
-        !same(n->trust_anchor, old->trust_anchor) || n->dns_timeout != old->dns_timeout)
-        log_warn("filtermail", "socket, user, log level, mail_domain, DKIM, DNS and rejected-mail "
-                 "settings changed in %s take effect at the next restart", config_path);
+    static const char *const fixed[] = {
+        "filtermail_milter_socket", "filtermail_user", "filtermail_socket_group",
+        "filtermail_log_level", "mail_domain", "filtermail_dkim_sign", "filtermail_dkim_key",
+        "filtermail_dkim_selector", "filtermail_rejected_dir", "filtermail_rejected_max_files",
+        "filtermail_rejected_max_bytes", "filtermail_unbound_config", "filtermail_trust_anchor",
+        "filtermail_dns_timeout", NULL,
+    };
+    const char *changed = config_changed(old, n, fixed);
+    if (changed != NULL)
+        log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes effect "
+                 "at the next restart", changed, config_path);
     r->c = (struct config *)old;
     r->next = retired_configs;
     retired_configs = r;

@@ -436,13 +436,14 @@ static void reload_config(const char *path)
                 err);
         return;
     }
-    if (strcmp(n->filtermail_host, cfg->filtermail_host) != 0 ||
-        n->filtermail_http_port_incoming != cfg->filtermail_http_port_incoming ||
-        strcmp(n->postfix_host, cfg->postfix_host) != 0 ||
-        n->postfix_reinject_port_incoming != cfg->postfix_reinject_port_incoming ||
-        strcmp(n->user, cfg->user) != 0 || strcmp(n->log_level, cfg->log_level) != 0)
-        log_warn("filtermail", "address, port, user and log level settings changed in %s take "
-                 "effect at the next restart", path);
+    static const char *const fixed[] = {
+        "filtermail_host", "filtermail_http_port_incoming", "postfix_host",
+        "postfix_reinject_port_incoming", "filtermail_user", "filtermail_log_level", NULL,
+    };
+    const char *changed = config_changed(cfg, n, fixed);
+    if (changed != NULL)
+        log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes "
+                 "effect at the next restart", changed, path);
     max_size = n->max_message_size;
     log_info("filtermail", "configuration reloaded from %s: max_message_size %llu", path,
              (unsigned long long)n->max_message_size);

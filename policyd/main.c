@@ -693,16 +693,6 @@ static void tick(uint64_t now)
     }
 }
 
-static bool lists_equal(const struct config_list *a, const struct config_list *b)
-{
-    if (a->n != b->n)
-        return false;
-    for (size_t i = 0; i < a->n; i++)
-        if (strcmp(a->items[i], b->items[i]) != 0)
-            return false;
-    return true;
-}
-
 /* Configurations replaced by SIGHUP, freed at exit. */
 static struct config *retired[64];
 static size_t nretired;
@@ -728,18 +718,23 @@ static void reload_config(void)
                 err);
         return;
     }
-    bool limits = n->max_user_send_per_minute != cfg->max_user_send_per_minute ||
-                  n->max_user_send_burst_size != cfg->max_user_send_burst_size ||
-                  !lists_equal(&n->ratelimit_exempt, &cfg->ratelimit_exempt);
-    if (strcmp(n->policy_socket, cfg->policy_socket) != 0 || strcmp(n->user, cfg->user) != 0 ||
-        strcmp(n->socket_group, cfg->socket_group) != 0 ||
-        strcmp(n->log_level, cfg->log_level) != 0 ||
-        strcmp(n->ratelimit_redis, cfg->ratelimit_redis) != 0 ||
-        strcmp(n->ratelimit_redis_fallback, cfg->ratelimit_redis_fallback) != 0 ||
-        strcmp(n->ratelimit_state, cfg->ratelimit_state) != 0 || (limits && redis != NULL)) {
-        log_warn("filtermail", "socket, user, log level, Redis and state settings (and, with "
-                 "Redis, the limits) changed in %s take effect at the next restart",
-                 config_path);
+    static const char *const limit_keys[] = {
+        "max_user_send_per_minute", "max_user_send_burst_size", "filtermail_ratelimit_exempt",
+        NULL,
+    };
+    static const char *const fixed[] = {
+        "filtermail_policy_socket", "filtermail_user", "filtermail_socket_group",
+        "filtermail_log_level", "filtermail_ratelimit_redis",
+        "filtermail_ratelimit_redis_fallback", "filtermail_ratelimit_state", NULL,
+    };
+    const char *changed = config_changed(cfg, n, fixed);
+    const char *limit = config_changed(cfg, n, limit_keys);
+    bool limits = limit != NULL;
+    if (changed == NULL && limits && redis != NULL)
+        changed = limit; /* the Redis client holds the limits */
+    if (changed != NULL) {
+        log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes "
+                 "effect at the next restart", changed, config_path);
         limits = limits && redis == NULL;
     }
     if (limits) {

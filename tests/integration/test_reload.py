@@ -51,5 +51,5 @@ def test_sighup_reloads_policy_settings():
         # Settings fixed at start are named in a warning.
         r.ini_path.write_text(ini.replace("filtermail_log_level = debug",
                                           "filtermail_log_level = info"))
-        reload(r, "take effect at the next restart")
+        reload(r, "filtermail_log_level (and the other start-up settings) changed")
         assert r.milter_proc.poll() is None

@@ -273,6 +273,29 @@ static void test_load(void)
     unlink(path);
 }
 
+/* config_changed names the first differing key, by type, lists included. */
+static void test_changed(void)
+{
+    struct config *a = parse_ok("[params]\nmail_domain = x.org\nmax_message_size = 10\n"
+                                "filtermail_ratelimit_exempt = a b\nfiltermail_dkim_sign = yes\n");
+    struct config *b = parse_ok("[params]\nmail_domain = x.org\nmax_message_size = 10\n"
+                                "filtermail_ratelimit_exempt = a c\nfiltermail_dkim_sign = no\n");
+    static const char *const same[] = {"mail_domain", "max_message_size",
+                                       "filtermail_milter_socket", NULL};
+    static const char *const list[] = {"mail_domain", "filtermail_ratelimit_exempt", NULL};
+    static const char *const flag[] = {"filtermail_dkim_sign", NULL};
+    static const char *const bad[] = {"no_such_key", NULL};
+    if (a == NULL || b == NULL)
+        return;
+    CHECK(config_changed(a, b, same) == NULL);
+    CHECK_STR(config_changed(a, b, list), "filtermail_ratelimit_exempt");
+    CHECK_STR(config_changed(a, b, flag), "filtermail_dkim_sign");
+    CHECK_STR(config_changed(a, b, bad), "no_such_key");
+    CHECK(config_changed(a, a, list) == NULL);
+    config_free(&a);
+    config_free(&b);
+}
+
 int main(void)
 {
     UNIT_RUN(test_defaults);
@@ -281,5 +304,6 @@ int main(void)
     UNIT_RUN(test_transport_keys);
     UNIT_RUN(test_errors);
     UNIT_RUN(test_load);
+    UNIT_RUN(test_changed);
     return unit_summary();
 }
