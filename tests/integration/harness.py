@@ -347,6 +347,93 @@ def keep_last_settings(text):
                    if name is None or last[name] == i)
 
 
+class Daemon:
+    """A filtermail daemon other than the milter (policy server, /mxdeliv
+    receiver) run by a test: stderr in its own file, started until it logs
+    "entering serving loop", stopped (also at interpreter exit) with a check
+    for sanitizer reports and an unclean exit. Subclasses set argv()."""
+
+    def __init__(self, name, log_path):
+        self.name = name
+        self.log_path = pathlib.Path(log_path)
+        self.proc = None
+        self._logfile = None
+
+    def argv(self):
+        raise NotImplementedError
+
+    def start(self):
+        self._logfile = open(self.log_path, "ab")
+        mark = self.log_path.stat().st_size
+        env = dict(os.environ)
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        self.proc = subprocess.Popen([str(a) for a in self.argv()], stdin=subprocess.DEVNULL,
+                                     stdout=self._logfile, stderr=self._logfile, env=env,
+                                     start_new_session=True)
+        _live_daemons.add(self)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise HarnessError(f"{self.name} exited ({self.proc.returncode}):\n"
+                                   + self.log()[mark:])
+            return "entering serving loop" in self.log()[mark:]
+        wait_until(ready, START_TIMEOUT, f"{self.name}'s 'entering serving loop'")
+        return self
+
+    def stop(self, check=True, sig=signal.SIGTERM):
+        """Sends sig (SIGTERM: a clean exit 0 is expected when check is set),
+        kills after STOP_TIMEOUT; with check, fails on a sanitizer report."""
+        _live_daemons.discard(self)
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                if check:
+                    raise HarnessError(f"{self.name} did not stop on signal {sig}")
+        self._logfile.close()
+        if check:
+            self.check()
+            if sig == signal.SIGTERM and proc.returncode != 0:
+                raise HarnessError(f"{self.name} exited {proc.returncode}:\n"
+                                   + self.log()[-3000:])
+
+    def check(self):
+        """Fails when a sanitizer reported anything, or the process died."""
+        log = self.log()
+        for marker in SANITIZER_MARKERS:
+            if marker in log:
+                raise HarnessError(f"sanitizer report from {self.name}:\n"
+                                   + log[max(0, log.find(marker) - 2000):][:6000])
+        if self.proc is not None and self.proc.poll() is not None:
+            raise HarnessError(f"{self.name} died ({self.proc.returncode}):\n" + log[-3000:])
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+_live_daemons = set()
+
+
+def _stop_daemons_at_exit():
+    for d in list(_live_daemons):
+        try:
+            d.stop(check=False)
+        except Exception as e:  # nobody is left to raise to
+            print(f"harness: at exit: {e}", flush=True)
+
+
+atexit.register(_stop_daemons_at_exit)
+
+
 class Relay:
     """A private Postfix (+ filtermail-milter) on loopback.
 

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from harness import REPO, SANITIZER_MARKERS, HarnessError, free_ports, wait_until
+from harness import REPO, Daemon, HarnessError, free_ports, wait_until
 
 sys.path.insert(0, str(REPO / "tests" / "support"))
 from testca import TestCA  # noqa: E402  (re-exported for the suites)
@@ -79,16 +79,15 @@ def reinject_service():
     return opts
 
 
-class Mxdeliv:
+class Mxdeliv(Daemon):
     """filtermail-mxdeliv serving one Relay's reinjection service."""
 
     def __init__(self, relay, name="mxdeliv", service="mxdeliv", args=(), **params):
+        super().__init__("filtermail-mxdeliv", relay.tmp / f"{name}.log")
         self.relay = relay
-        self.name = name
         self.args = [str(a) for a in args]
         self.port = free_ports(1)[0]
         self.ini = relay.tmp / f"{name}.ini"
-        self.log_path = relay.tmp / f"{name}.log"
         self.params = {
             "mail_domain": relay.mail_domain,
             "filtermail_host": "127.0.0.1",
@@ -102,68 +101,15 @@ class Mxdeliv:
         if relay.max_message_size is not None:
             self.params["max_message_size"] = str(relay.max_message_size)
         self.params.update({k: str(v) for k, v in params.items()})
-        self.proc = None
-        self._logfile = None
+
+    def argv(self):
+        return [mxdeliv_binary(), *self.args, self.ini]
 
     def start(self):
         self.ini.write_text("[params]\n" + "".join(f"{k} = {v}\n"
                                                    for k, v in self.params.items()))
         self.ini.chmod(0o644)
-        self._logfile = open(self.log_path, "ab")
-        mark = self.log_path.stat().st_size
-        env = dict(os.environ)
-        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        self.proc = subprocess.Popen([str(mxdeliv_binary()), *self.args, str(self.ini)],
-                                     stdin=subprocess.DEVNULL, stdout=self._logfile,
-                                     stderr=self._logfile, env=env, start_new_session=True)
-        _live.add(self)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise HarnessError(f"filtermail-mxdeliv exited ({self.proc.returncode}):\n"
-                                   + self.log()[mark:])
-            return "entering serving loop" in self.log()[mark:]
-        wait_until(ready, START_TIMEOUT, "filtermail-mxdeliv's 'entering serving loop'")
-        return self
-
-    def stop(self, check=True):
-        """SIGTERM; with check, fails on a non-zero exit or a sanitizer report."""
-        _live.discard(self)
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                if check:
-                    raise HarnessError("filtermail-mxdeliv did not stop on SIGTERM")
-        self._logfile.close()
-        if check:
-            self.check()
-            if proc.returncode != 0:
-                raise HarnessError(f"filtermail-mxdeliv exited {proc.returncode}:\n"
-                                   + self.log()[-3000:])
-
-    def check(self):
-        """Fails when a sanitizer reported anything, or the process died."""
-        log = self.log()
-        for marker in SANITIZER_MARKERS:
-            if marker in log:
-                raise HarnessError("sanitizer report from filtermail-mxdeliv:\n"
-                                   + log[max(0, log.find(marker) - 2000):][:6000])
-        if self.proc is not None and self.proc.poll() is not None:
-            raise HarnessError(f"filtermail-mxdeliv died ({self.proc.returncode}):\n"
-                               + log[-3000:])
-
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return super().start()
 
 
 def client_context(ca):

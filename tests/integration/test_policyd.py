@@ -22,7 +22,7 @@ import tempfile
 import shutil
 import time
 
-from harness import (REPO, SANITIZER_MARKERS, HarnessError, Relay, free_ports, read_mail,
+from harness import (REPO, Daemon, HarnessError, Relay, free_ports, read_mail,
                      set_header, smtp_connect, smtp_send, wait_until)
 
 PER_MINUTE = 20
@@ -44,15 +44,14 @@ def binary():
     return path
 
 
-class Policyd:
+class Policyd(Daemon):
     """filtermail-policyd with its own chatmail.ini, stderr and state file."""
 
     def __init__(self, tmp, name, socket_spec, **params):
+        super().__init__("filtermail-policyd", pathlib.Path(tmp) / f"{name}.log")
         self.tmp = pathlib.Path(tmp)
-        self.name = name
         self.socket_spec = socket_spec
         self.ini = self.tmp / f"{name}.ini"
-        self.log_path = self.tmp / f"{name}.log"
         self.params = {
             "mail_domain": "example.org",
             "filtermail_policy_socket": socket_spec,
@@ -64,67 +63,23 @@ class Policyd:
             "max_user_send_burst_size": str(BURST),
         }
         self.params.update({k: str(v) for k, v in params.items()})
-        self.proc = None
-        self._logfile = None
 
     @property
     def path(self):
         return self.socket_spec.split(":", 1)[1]
 
+    def argv(self):
+        return [binary(), self.ini]
+
     def start(self):
         self.ini.write_text("[params]\n" + "".join(f"{k} = {v}\n"
                                                    for k, v in self.params.items()))
         self.ini.chmod(0o644)
-        self._logfile = open(self.log_path, "ab")
-        mark = self.log_path.stat().st_size
-        env = dict(os.environ)
-        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        self.proc = subprocess.Popen([str(binary()), str(self.ini)], stdin=subprocess.DEVNULL,
-                                     stdout=self._logfile, stderr=self._logfile, env=env,
-                                     start_new_session=True)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise HarnessError(f"filtermail-policyd exited ({self.proc.returncode}):\n"
-                                   + self.log()[mark:])
-            return "entering serving loop" in self.log()[mark:]
-        wait_until(ready, 20, "filtermail-policyd's 'entering serving loop'")
-        return self
+        return super().start()
 
     def stop(self, sig=signal.SIGTERM):
         """Stops it; fails on a non-zero exit (after SIGTERM) or a sanitizer report."""
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise HarnessError("filtermail-policyd did not stop on SIGTERM")
-        self._logfile.close()
-        self.check()
-        if sig == signal.SIGTERM and proc.returncode != 0:
-            raise HarnessError(f"filtermail-policyd exited {proc.returncode}:\n"
-                               + self.log()[-3000:])
-
-    def check(self):
-        log = self.log()
-        for marker in SANITIZER_MARKERS:
-            if marker in log:
-                raise HarnessError("sanitizer report from filtermail-policyd:\n"
-                                   + log[max(0, log.find(marker) - 2000):][:6000])
-        if self.proc is not None and self.proc.poll() is not None:
-            raise HarnessError(f"filtermail-policyd died ({self.proc.returncode}):\n"
-                               + log[-3000:])
-
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        super().stop(check=True, sig=sig)
 
     def connect(self):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

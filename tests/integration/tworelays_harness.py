@@ -67,7 +67,7 @@ import struct
 import subprocess
 import tempfile
 
-from harness import (NOBODY, REPO, SANITIZER_MARKERS, HarnessError, Relay, free_ports,
+from harness import (NOBODY, REPO, SANITIZER_MARKERS, Daemon, HarnessError, Relay, free_ports,
                      read_mail, set_header, smtp_connect, smtp_data, smtp_transaction,
                      wait_until)
 from mxdeliv_harness import Mxdeliv, Nginx, TestCA, reinject_service
@@ -154,62 +154,17 @@ def read_text(path):
 # ---------------------------------------------------------------------------
 # filtermail-policyd
 
-class Policyd:
+class Policyd(Daemon):
     """filtermail-policyd reading a relay's chatmail.ini; stderr in its own file."""
 
     def __init__(self, binary, ini, socket_path, log_path):
+        super().__init__("filtermail-policyd", log_path)
         self.binary = binary
         self.ini = ini
         self.path = socket_path
-        self.log_path = log_path
-        self.proc = None
-        self._logfile = None
 
-    def start(self):
-        self._logfile = open(self.log_path, "ab")
-        mark = self.log_path.stat().st_size
-        env = dict(os.environ)
-        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        self.proc = subprocess.Popen([str(self.binary), str(self.ini)], stdin=subprocess.DEVNULL,
-                                     stdout=self._logfile, stderr=self._logfile, env=env,
-                                     start_new_session=True)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise HarnessError(f"filtermail-policyd exited ({self.proc.returncode}):\n"
-                                   + self.log()[mark:])
-            return "entering serving loop" in self.log()[mark:]
-        wait_until(ready, START_TIMEOUT, "filtermail-policyd's 'entering serving loop'")
-        return self
-
-    def stop(self, check=True):
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(START_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                if check:
-                    raise HarnessError("filtermail-policyd did not stop on SIGTERM")
-        self._logfile.close()
-        if check:
-            scan_sanitizer(self.log(), "filtermail-policyd's stderr")
-            if proc.returncode != 0:
-                raise HarnessError(f"filtermail-policyd exited {proc.returncode}:\n"
-                                   + self.log()[-3000:])
-
-    def check(self):
-        scan_sanitizer(self.log(), "filtermail-policyd's stderr")
-        if self.proc is not None and self.proc.poll() is not None:
-            raise HarnessError(f"filtermail-policyd died ({self.proc.returncode}):\n"
-                               + self.log()[-3000:])
-
-    def log(self):
-        return read_text(self.log_path)
+    def argv(self):
+        return [self.binary, self.ini]
 
 
 # ---------------------------------------------------------------------------
