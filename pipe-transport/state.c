@@ -1,6 +1,7 @@
 /* state: the shared host state and TLS session slots. */
 #include "state.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "envelope.h"
@@ -280,42 +282,101 @@ static long state_read_file(struct state_store *s, const char *name, char **text
     return (long)len;
 }
 
+/* Writes all of n bytes. Returns 0 or -1. */
+static int write_all(int fd, const void *data, size_t n)
+{
+    const char *p = data;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 /* Writes data to a new file and renames it to name: readers see the old or
- * the new file, never a part. */
+ * the new file, never a part. The data goes into an unnamed file (O_TMPFILE)
+ * that gets its temporary name only just before the rename, so a process
+ * killed while writing leaves nothing behind; state_sweep() removes what the
+ * few instructions between link and rename can still leave. File systems
+ * without O_TMPFILE get a named temporary file from the start. */
 static int state_write_file(struct state_store *s, const char *name, const void *a, size_t alen,
                             const void *b, size_t blen)
 {
-    char tmp[64];
+    char tmp[64], proc[64];
     static unsigned counter;
-    snprintf(tmp, sizeof(tmp), "%s.%ld.%u.tmp", name, (long)getpid(), counter++);
-    int fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return -1;
-    const struct {
-        const void *p;
-        size_t n;
-    } parts[2] = {{a, alen}, {b, blen}};
-    for (int i = 0; i < 2; i++) {
-        const char *p = parts[i].p;
-        size_t n = parts[i].n;
-        while (n > 0) {
-            ssize_t w = write(fd, p, n);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0) {
-                close(fd);
-                unlinkat(s->dirfd, tmp, 0);
-                return -1;
-            }
-            p += w;
-            n -= (size_t)w;
+    snprintf(tmp, sizeof(tmp), "%s.%ld.%u" STATE_TMP_SUFFIX, name, (long)getpid(), counter++);
+    bool unnamed = true;
+    int fd = openat(s->dirfd, strncmp(name, "tls/", 4) == 0 ? "tls" : ".",
+                    O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        unnamed = false;
+        fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+            return -1;
+    }
+    if (write_all(fd, a, alen) < 0 || write_all(fd, b, blen) < 0)
+        goto fail;
+    if (unnamed) {
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+        if (linkat(AT_FDCWD, proc, s->dirfd, tmp, AT_SYMLINK_FOLLOW) < 0) {
+            close(fd);
+            return -1;
         }
     }
-    if (close(fd) < 0 || renameat(s->dirfd, tmp, s->dirfd, name) < 0) {
+    if (close(fd) < 0) {
+        fd = -1;
+        goto fail;
+    }
+    if (renameat(s->dirfd, tmp, s->dirfd, name) < 0) {
         unlinkat(s->dirfd, tmp, 0);
         return -1;
     }
     return 0;
+fail:
+    if (fd >= 0)
+        close(fd);
+    if (!unnamed || fd < 0)
+        unlinkat(s->dirfd, tmp, 0);
+    return -1;
+}
+
+/* Removes the temporary files in one directory that are older than
+ * STATE_TMP_AGE: a writer renames its file within microseconds, so an older
+ * one belongs to a process that was killed. */
+static int sweep_dir(struct state_store *s, const char *sub, int64_t now)
+{
+    int removed = 0;
+    int fd = openat(s->dirfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return 0;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return 0;
+    }
+    const size_t sl = strlen(STATE_TMP_SUFFIX);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        struct stat st;
+        if (n <= sl || strcmp(de->d_name + n - sl, STATE_TMP_SUFFIX) != 0)
+            continue;
+        if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            (int64_t)st.st_mtime <= now - STATE_TMP_AGE && unlinkat(fd, de->d_name, 0) == 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
+}
+
+int state_sweep(struct state_store *s, int64_t now)
+{
+    return sweep_dir(s, ".", now) + sweep_dir(s, "tls", now);
 }
 
 int state_load(struct state_store *s, int64_t now, struct state_table *t)
@@ -382,6 +443,7 @@ int state_update(struct state_store *s, int64_t now, const struct state_op *ops,
         snprintf(err, errlen, "%s/hosts: %s", s->dir, strerror(errno));
         goto out;
     }
+    state_sweep(s, now);
     rc = 0;
 out:
     flock(lock, LOCK_UN);
@@ -433,5 +495,9 @@ int state_session_save(struct state_store *s, const char *key, const unsigned ch
     if (n < 0 || (size_t)n >= sizeof(head))
         return -1;
     state_session_slot(key, slot);
+    /* Saves are frequent and host changes may be rare: one process in
+     * STATE_SWEEP_EVERY also sweeps, so leftovers stay bounded either way. */
+    if (getpid() % STATE_SWEEP_EVERY == 0)
+        state_sweep(s, (int64_t)time(NULL));
     return state_write_file(s, slot, head, (size_t)n, der, len);
 }

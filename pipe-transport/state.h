@@ -25,7 +25,9 @@
  * Bounded: at most STATE_MAX_ENTRIES host entries (expired ones are dropped,
  * then those expiring first) and 4096 session files of at most 16 KiB.
  * Concurrency-safe: readers see a whole file (rename), writers serialise on
- * the lock file. Harmless to delete at any time: a missing or damaged file is
+ * the lock file. Temporary files (*.tmp) left by a killed process are removed
+ * once older than STATE_TMP_AGE, by the next hosts update or by one session
+ * save in STATE_SWEEP_EVERY. Harmless to delete at any time: a missing or damaged file is
  * an empty state; damaged lines are skipped.
  *
  * The table functions are pure; the store functions do the I/O. Not
@@ -46,6 +48,9 @@
 #define STATE_SESSION_SLOTS 4096
 /* Upstream skips HTTPS for a host that refused it for 30 minutes. */
 #define STATE_HTTPS_REFUSED_TIME (30 * 60)
+#define STATE_TMP_SUFFIX ".tmp"
+#define STATE_TMP_AGE 600
+#define STATE_SWEEP_EVERY 64
 
 enum state_kind { STATE_HTTPS_REFUSED, STATE_DOWN };
 
@@ -103,6 +108,10 @@ void state_close(struct state_store **s);
 
 /* Reads the hosts file into t (an empty table when there is none). */
 int state_load(struct state_store *s, int64_t now, struct state_table *t);
+
+/* Removes temporary files older than STATE_TMP_AGE at `now` from the
+ * directory and tls/. Returns how many were removed. */
+int state_sweep(struct state_store *s, int64_t now);
 
 /* Applies ops to the stored table under the lock: reads the current file,
  * changes it, writes and renames a new one if anything changed. Returns 0 or

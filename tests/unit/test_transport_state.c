@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static void test_parse_format(void)
@@ -75,6 +78,20 @@ static void rmrf(void)
     CHECK(system(cmd) == 0);
 }
 
+/* The number of *.tmp files in the state directory and its tls/. */
+static int tmp_files(void)
+{
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "find %s -name '*.tmp' | wc -l", dir);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p == NULL || fscanf(p, "%d", &n) != 1)
+        n = -1;
+    if (p != NULL)
+        pclose(p);
+    return n;
+}
+
 static void test_store(void)
 {
     char err[256];
@@ -139,6 +156,29 @@ static void test_store(void)
     CHECK(state_session_save(s, "bad\nkey", (const unsigned char *)"x", 1) < 0);
     static unsigned char big[STATE_SESSION_MAX + 1];
     CHECK(state_session_save(s, "k", big, sizeof(big)) < 0);
+
+    /* Nothing is left behind by a save; a killed writer's leftovers go once
+     * they are older than STATE_TMP_AGE, young ones (a writer at work) stay. */
+    char path[256];
+    CHECK(tmp_files() == 0);
+    const char *old_tmp[] = {"hosts.99.0.tmp", "tls/abc.99.1.tmp"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, old_tmp[i]);
+        FILE *f = fopen(path, "w");
+        CHECK(f != NULL && fclose(f) == 0);
+        struct timespec old[2] = {{.tv_sec = 1000}, {.tv_sec = 1000}};
+        CHECK(utimensat(AT_FDCWD, path, old, 0) == 0);
+    }
+    snprintf(path, sizeof(path), "%s/tls/def.98.0.tmp", dir);
+    FILE *young = fopen(path, "w");
+    CHECK(young != NULL && fclose(young) == 0);
+    CHECK_INT(tmp_files(), 3);
+    struct state_op sweep_op = {.set = true, .kind = STATE_DOWN, .host = "sweep.example",
+                                .port = 25, .until = 5000};
+    CHECK(state_update(s, 1000 + STATE_TMP_AGE, &sweep_op, 1, err, sizeof(err)) == 0);
+    CHECK_INT(tmp_files(), 1);
+    CHECK_INT(state_sweep(s, time(NULL) + STATE_TMP_AGE), 1);
+    CHECK_INT(tmp_files(), 0);
 
     /* Harmless to delete while in use. */
     rmrf();
