@@ -1,6 +1,7 @@
 /* address: mailparse-compatible extraction of the first address of a list. */
 #include "address.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -309,4 +310,51 @@ void address_lowercase(char *s)
     for (; *s != '\0'; s++)
         if (*s >= 'A' && *s <= 'Z')
             *s = (char)(*s - 'A' + 'a');
+}
+
+void address_strip_brackets(const char *in, char *out, size_t outlen)
+{
+    size_t n = strlen(in);
+    if (outlen == 0)
+        return;
+    if (n >= 2 && in[0] == '<' && in[n - 1] == '>') {
+        in++;
+        n -= 2;
+    }
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, in, n);
+    out[n] = '\0';
+}
+
+void address_envelope(const char *path, char *out, size_t outlen)
+{
+    char plain[ADDRESS_MAX];
+    address_strip_brackets(path, plain, sizeof(plain));
+    if (plain[0] == '\0') {
+        out[0] = '\0';
+        return;
+    }
+    if (address_extract(path, strlen(path), out, outlen) == 0)
+        return;
+    snprintf(out, outlen, "%s", plain);
+    address_lowercase(out);
+}
+
+void address_from_domain(const char *from_value, char *out, size_t outlen)
+{
+    char addr[ADDRESS_MAX];
+    enum address_domain_kind kind;
+    const char *d;
+    size_t dlen;
+
+    out[0] = '\0';
+    if (from_value[0] == '\0' ||
+        address_extract(from_value, strlen(from_value), addr, sizeof(addr)) < 0 ||
+        address_domain(addr, &kind, &d, &dlen) < 0 || kind != ADDRESS_DOMAIN_NAME ||
+        dlen >= outlen)
+        return;
+    memcpy(out, d, dlen);
+    out[dlen] = '\0';
+    address_lowercase(out);
 }

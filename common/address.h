@@ -47,4 +47,19 @@ bool address_valid_mailbox(const char *addr);
 /* Lowercases ASCII letters in place. */
 void address_lowercase(char *s);
 
+/* Copies in to out (outlen bytes, cut to fit) without one enclosing pair of
+ * angle brackets: "<a@b>" -> "a@b", "<>" -> "". */
+void address_strip_brackets(const char *in, char *out, size_t outlen);
+
+/* The address an envelope path (MAIL FROM / RCPT TO argument as the MTA gives
+ * it) is keyed by, as upstream keys it: extracted and lowercased; a path
+ * address_extract() does not understand is used as given, without brackets,
+ * lowercased; "" for the null path "<>". */
+void address_envelope(const char *path, char *out, size_t outlen);
+
+/* The domain of the From header's address (from_value is the header's
+ * value), lowercased, for DKIM alignment (spec 6.3); "" when there is no
+ * address, the domain is a literal, or it does not fit in outlen. */
+void address_from_domain(const char *from_value, char *out, size_t outlen);
+
 #endif

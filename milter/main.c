@@ -197,36 +197,6 @@ static enum mstatus tempfail(struct msess *ctx, const char *why)
     return MS_TEMPFAIL;
 }
 
-/* Strips one pair of angle brackets. */
-static void strip_brackets(const char *in, char *out, size_t outlen)
-{
-    size_t n = strlen(in);
-    if (n >= 2 && in[0] == '<' && in[n - 1] == '>') {
-        in++;
-        n -= 2;
-    }
-    if (n >= outlen)
-        n = outlen - 1;
-    memcpy(out, in, n);
-    out[n] = '\0';
-}
-
-/* Envelope address as upstream keys it: extracted and lowercased; a path our
- * extractor does not understand is used as Postfix gave it, lowercased. */
-static void envelope_address(const char *raw, char *out, size_t outlen)
-{
-    char plain[ADDRESS_MAX];
-    strip_brackets(raw, plain, sizeof(plain));
-    if (plain[0] == '\0') {
-        out[0] = '\0';
-        return;
-    }
-    if (address_extract(raw, strlen(raw), out, outlen) == 0)
-        return;
-    snprintf(out, outlen, "%s", plain);
-    address_lowercase(out);
-}
-
 static bool daemon_is_outgoing(const char *name)
 {
     return name != NULL && config_list_has(&cfg->outgoing_daemon_names, name);
@@ -271,7 +241,7 @@ static enum mstatus cb_envfrom(struct msess *ctx, const char *from)
               c->dir == ARMOR_OUTGOING ? "outgoing" : "incoming",
               auth != NULL && auth[0] != '\0' ? "set" : "unset", daemon ? daemon : "unset");
 
-    envelope_address(from, c->sender, sizeof(c->sender));
+    address_envelope(from, c->sender, sizeof(c->sender));
     if (c->parser == NULL) {
         c->parser = mime_parser_new(NULL, c->dir);
         if (c->parser == NULL)
@@ -320,8 +290,8 @@ static enum mstatus cb_envrcpt(struct msess *ctx, const char *rcpt)
         c->rcpts = r;
         c->rcap = cap;
     }
-    strip_brackets(rcpt, plain, sizeof(plain));
-    envelope_address(rcpt, addr, sizeof(addr));
+    address_strip_brackets(rcpt, plain, sizeof(plain));
+    address_envelope(rcpt, addr, sizeof(addr));
     c->rcpts[c->nrcpts].raw = strdup(plain);
     c->rcpts[c->nrcpts].addr = strdup(addr);
     if (c->rcpts[c->nrcpts].raw == NULL || c->rcpts[c->nrcpts].addr == NULL) {
@@ -403,24 +373,6 @@ static enum mstatus cb_header(struct msess *ctx, const char *name, const char *v
     return nr(c, SMFIP_NR_HDR);
 }
 
-/* The From domain, lowercased, for DKIM alignment; "" when there is none. */
-static void from_domain(const struct conn *c, char *out, size_t outlen)
-{
-    char addr[ADDRESS_MAX];
-    enum address_domain_kind kind;
-    const char *d;
-    size_t dlen;
-
-    out[0] = '\0';
-    if (c->from[0] == '\0' || address_extract(c->from, strlen(c->from), addr, sizeof(addr)) < 0 ||
-        address_domain(addr, &kind, &d, &dlen) < 0 || kind != ADDRESS_DOMAIN_NAME ||
-        dlen >= outlen)
-        return;
-    memcpy(out, d, dlen);
-    out[dlen] = '\0';
-    address_lowercase(out);
-}
-
 static void end_of_headers(struct conn *c)
 {
     if (!c->in_body) {
@@ -430,7 +382,7 @@ static void end_of_headers(struct conn *c)
         rejected_spool_write(rejected, &c->spool, "\r\n", 2);
         if (c->dv != NULL) {
             char domain[256];
-            from_domain(c, domain, sizeof(domain));
+            address_from_domain(c->from, domain, sizeof(domain));
             dkimcheck_eoh(c->dv, domain[0] != '\0' ? domain : NULL);
         }
         if (c->ds != NULL)

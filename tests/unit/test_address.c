@@ -144,6 +144,74 @@ static void test_valid_mailbox(void)
     CHECK(address_valid_mailbox("..@x"));
 }
 
+static void test_strip_brackets(void)
+{
+    static const struct {
+        const char *in;
+        size_t outlen;
+        const char *want;
+    } cases[] = {
+        {"<a@b>", 64, "a@b"}, {"<>", 64, ""},           {"a@b", 64, "a@b"},
+        {"<a@b", 64, "<a@b"}, {"a@b>", 64, "a@b>"},     {"<", 64, "<"},
+        {"", 64, ""},         {"<abcdef>", 4, "abc"},   {"<<a>>", 64, "<a>"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[64];
+        address_strip_brackets(cases[i].in, out, cases[i].outlen);
+        CHECKF(strcmp(out, cases[i].want) == 0, "%s: got %s", cases[i].in, out);
+    }
+}
+
+static void test_envelope(void)
+{
+    static const struct {
+        const char *path, *want;
+    } cases[] = {
+        {"<Alice@Example.ORG>", "alice@example.org"},
+        {"Bob@X.org", "bob@x.org"},
+        {"<>", ""},
+        {"", ""},
+        /* Not an address to the extractor: kept as given, lowercased. */
+        {"<NoAt>", "noat"},
+        {"<a@b@C>", "a@b@c"},
+        {"<\"Quoted Local\"@Example.org>", "\"quoted local\"@example.org"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[ADDRESS_MAX];
+        address_envelope(cases[i].path, out, sizeof(out));
+        CHECKF(strcmp(out, cases[i].want) == 0, "%s: got %s", cases[i].path, out);
+    }
+}
+
+static void test_from_domain(void)
+{
+    static const struct {
+        const char *from, *want;
+    } cases[] = {
+        {"Alice <alice@Example.ORG>", "example.org"},
+        {"bob@sub.example.net", "sub.example.net"},
+        /* The extractor keeps a bare address's trailing text, as upstream's
+         * does: such a domain never equals a d= (DKIM fails closed). */
+        {"bob@sub.example.net (comment)", "sub.example.net (comment)"},
+        {"", ""},
+        {"not an address", ""},
+        {"x@[192.0.2.1]", ""},          /* literal: no DKIM alignment */
+        {"a@b.org, c@d.org", "b.org"},   /* the first; the count is checked elsewhere */
+        {"Group: g@grp.example;", "grp.example"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[256];
+        address_from_domain(cases[i].from, out, sizeof(out));
+        CHECKF(strcmp(out, cases[i].want) == 0, "%s: got %s", cases[i].from, out);
+    }
+    /* A domain that does not fit gives "", never a cut domain. */
+    char small[8];
+    address_from_domain("a@example.org", small, sizeof(small));
+    CHECK(strcmp(small, "") == 0);
+    address_from_domain("a@abc.de", small, sizeof(small));
+    CHECK(strcmp(small, "abc.de") == 0);
+}
+
 int main(void)
 {
     UNIT_RUN(test_extract);
@@ -151,5 +219,8 @@ int main(void)
     UNIT_RUN(test_count);
     UNIT_RUN(test_domain);
     UNIT_RUN(test_valid_mailbox);
+    UNIT_RUN(test_strip_brackets);
+    UNIT_RUN(test_envelope);
+    UNIT_RUN(test_from_domain);
     return unit_summary();
 }
