@@ -444,17 +444,6 @@ static void ob_put(struct obuf *o, const char *s, size_t n)
     o->len += n;
 }
 
-static int hexv(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* mailparse percent_decode, then the charset, appended to o. The scratch area
  * (PCT_SCRATCH(o->cap) bytes) holds the bytes; a value too long to fit o
  * whatever its charset marks o as overflowed. */
@@ -467,8 +456,10 @@ static void pct_charset(struct obuf *o, enum utf8_charset cs, const char *s, siz
 
     for (size_t i = 0; i < n; i++) {
         unsigned char b = (unsigned char)s[i];
-        if (b == '%' && i + 2 < n && hexv(s[i + 1]) >= 0 && hexv(s[i + 2]) >= 0) {
-            b = (unsigned char)(hexv(s[i + 1]) << 4 | hexv(s[i + 2]));
+        if (b == '%' && i + 2 < n && qp_hexval((unsigned char)s[i + 1]) >= 0 &&
+            qp_hexval((unsigned char)s[i + 2]) >= 0) {
+            b = (unsigned char)(qp_hexval((unsigned char)s[i + 1]) << 4 |
+                                qp_hexval((unsigned char)s[i + 2]));
             i += 2;
         }
         if (t == lim) { /* at least 3/4 byte comes out per byte in: too long */

@@ -11,7 +11,7 @@ void qp_init(struct qp_dec *d)
     d->wslen = 0;
 }
 
-static int hexval(unsigned char c)
+int qp_hexval(unsigned char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -38,7 +38,7 @@ static size_t line_byte(struct qp_dec *d, char c, char *out)
         d->esc = 2;
         return 0;
     default: {
-        int hi = hexval((unsigned char)d->upper), lo = hexval((unsigned char)c);
+        int hi = qp_hexval((unsigned char)d->upper), lo = qp_hexval((unsigned char)c);
         d->esc = 0;
         if (hi >= 0 && lo >= 0) {
             out[0] = (char)(hi << 4 | lo);

@@ -37,6 +37,10 @@ struct qp_dec {
 
 void qp_init(struct qp_dec *d);
 
+/* The value of a hex digit (either case), or -1; for "=XY" here and for the
+ * "%XY" of RFC 2231 parameter values. */
+int qp_hexval(unsigned char c);
+
 /* The most bytes qp_decode or qp_finish can write for n input bytes. */
 #define QP_OUT_MAX(n) (3 * (n) + QP_WS_MAX + 8)
 
