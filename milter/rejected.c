@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fdio.h"
+
 struct rejected_store {
     int dirfd;
     uint32_t max_files;
@@ -85,7 +87,6 @@ void rejected_spool_discard(struct rejected_spool *sp)
 void rejected_spool_write(struct rejected_store *s, struct rejected_spool *sp, const void *data,
                           size_t len)
 {
-    const char *p = data;
     if (sp->fd < 0)
         return;
     if (sp->bytes + len > s->max_bytes) {
@@ -93,18 +94,11 @@ void rejected_spool_write(struct rejected_store *s, struct rejected_spool *sp, c
         sp->bytes = UINT64_MAX; /* remembered: too large to keep */
         return;
     }
-    while (len > 0) {
-        ssize_t n = write(sp->fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            rejected_spool_discard(sp);
-            return;
-        }
-        p += n;
-        len -= (size_t)n;
-        sp->bytes += (uint64_t)n;
+    if (fd_write_all(sp->fd, data, len) < 0) {
+        rejected_spool_discard(sp);
+        return;
     }
+    sp->bytes += len;
 }
 
 static int older(const void *a, const void *b)

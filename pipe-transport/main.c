@@ -35,6 +35,7 @@
 #include "dns.h"
 #include "dsn.h"
 #include "envelope.h"
+#include "fdio.h"
 #include "log.h"
 #include "netio.h"
 #include "spool.h"
@@ -56,16 +57,7 @@ static void emit(const struct outcome *o)
 {
     char line[DSN_TEXT_MAX + 32];
     size_t n = dsn_format(o, line, sizeof(line));
-    const char *p = line;
-    while (n > 0) {
-        ssize_t w = write(result_fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        p += w;
-        n -= (size_t)w;
-    }
+    (void)fd_write_all(result_fd, line, n); /* pipe(8) gone: nothing to tell */
 }
 
 static noreturn void fail_now(const char *dsn, const char *fmt, ...)

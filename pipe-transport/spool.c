@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fdio.h"
+
 #define SPOOL_CHUNK (64 * 1024)
 
 void spool_encoder_init(struct spool_encoder *e)
@@ -65,20 +67,6 @@ size_t spool_encode_finish(struct spool_encoder *e, unsigned char *out)
     return 0;
 }
 
-static int spool_write_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* An unnamed file: nothing is left behind whatever happens to the process. */
 static int spool_tmpfile(const char *dir)
 {
@@ -114,7 +102,7 @@ static int spool_push(struct spool_writer *w, const unsigned char *in, size_t n)
     while (n > 0) {
         size_t take = n < SPOOL_CHUNK ? n : SPOOL_CHUNK;
         size_t o = spool_encode(&w->enc, in, take, w->out);
-        if (spool_write_all(w->fd, w->out, o) < 0)
+        if (fd_write_all(w->fd, w->out, o) < 0)
             return -1;
         w->size += o;
         in += take;
@@ -178,7 +166,7 @@ static enum spool_status spool_run(int in_fd, const void *data, size_t len, cons
         }
     }
     size_t o = spool_encode_finish(&w.enc, w.out);
-    if (spool_write_all(w.fd, w.out, o) < 0) {
+    if (fd_write_all(w.fd, w.out, o) < 0) {
         snprintf(err, errlen, "writing the temporary file: %s", strerror(errno));
         goto out;
     }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "envelope.h"
+#include "fdio.h"
 
 #define STATE_MAGIC "filtermail-transport-state 1"
 
@@ -282,22 +283,6 @@ static long state_read_file(struct state_store *s, const char *name, char **text
     return (long)len;
 }
 
-/* Writes all of n bytes. Returns 0 or -1. */
-static int write_all(int fd, const void *data, size_t n)
-{
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Writes data to a new file and renames it to name: readers see the old or
  * the new file, never a part. The data goes into an unnamed file (O_TMPFILE)
  * that gets its temporary name only just before the rename, so a process
@@ -319,7 +304,7 @@ static int state_write_file(struct state_store *s, const char *name, const void 
         if (fd < 0)
             return -1;
     }
-    if (write_all(fd, a, alen) < 0 || write_all(fd, b, blen) < 0)
+    if (fd_write_all(fd, a, alen) < 0 || fd_write_all(fd, b, blen) < 0)
         goto fail;
     if (unnamed) {
         snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);

@@ -1,0 +1,62 @@
+/* Tests for common/fdio.c: whole writes. */
+#include "fdio.h"
+#include "unit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* More than a pipe holds at once: the writer sees short writes while a child
+ * reads slowly, and everything arrives in order. */
+static void test_whole_write_through_pipe(void)
+{
+    enum { N = 1024 * 1024 };
+    unsigned char *data = malloc(N);
+    int p[2];
+    CHECK(data != NULL && pipe(p) == 0);
+    if (data == NULL)
+        return;
+    for (size_t i = 0; i < N; i++)
+        data[i] = (unsigned char)(i * 7 + i / 251);
+    CHECK(fcntl(p[1], F_SETPIPE_SZ, 4096) >= 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[1]);
+        static unsigned char got[N];
+        size_t have = 0;
+        ssize_t n;
+        while (have < N && (n = read(p[0], got + have, 1000)) > 0)
+            have += (size_t)n;
+        _exit(have == N && memcmp(got, data, N) == 0 ? 0 : 1);
+    }
+    close(p[0]);
+    CHECK(fd_write_all(p[1], data, N) == 0);
+    close(p[1]);
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    free(data);
+}
+
+static void test_errors(void)
+{
+    int p[2];
+    CHECK(pipe(p) == 0);
+    close(p[0]);
+    signal(SIGPIPE, SIG_IGN);
+    errno = 0;
+    CHECK(fd_write_all(p[1], "x", 1) == -1 && errno == EPIPE);
+    close(p[1]);
+    CHECK(fd_write_all(-1, "x", 1) == -1 && errno == EBADF);
+    CHECK(fd_write_all(-1, "", 0) == 0); /* nothing to write: nothing fails */
+}
+
+int main(void)
+{
+    UNIT_RUN(test_whole_write_through_pipe);
+    UNIT_RUN(test_errors);
+    return unit_summary();
+}
