@@ -55,6 +55,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "redis_server.h"
 #include "redislimit.h"
 
 #define NS 1000000000ull
@@ -669,64 +670,11 @@ static void memory(void)
 
 /* ---- Redis */
 
-static pid_t redis_pid = -1;
-static int redis_port;
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-        die("bind");
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static redisContext *redis_sync(void)
-{
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
-    if (c != NULL && c->err) {
-        redisFree(c);
-        return NULL;
-    }
-    return c;
-}
-
-static bool redis_start(void)
-{
-    char port[16];
-    snprintf(port, sizeof(port), "%d", redis_port = free_port());
-    redis_pid = fork();
-    if (redis_pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(null, 1);
-        dup2(null, 2);
-        pin(1);
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", tmpdir, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 300; i++) {
-        redisContext *c = redis_sync();
-        if (c != NULL) {
-            redisFree(c);
-            return true;
-        }
-        if (waitpid(redis_pid, NULL, WNOHANG) == redis_pid)
-            return false;
-        usleep(10000);
-    }
-    return false;
-}
+static struct redis_server rs;
 
 static long long evalsha_calls(void)
 {
-    redisContext *c = redis_sync();
+    redisContext *c = redis_server_connect(&rs);
     redisReply *r = c ? redisCommand(c, "INFO commandstats") : NULL;
     long long calls = 0;
     if (r != NULL && r->type == REDIS_REPLY_STRING) {
@@ -748,7 +696,7 @@ static void redis_benchmark(long n)
     snprintf(cmd, sizeof(cmd),
              "redis-benchmark -h 127.0.0.1 -p %d -c %d -n %ld -r %d --csv EVALSHA %s 1 "
              "filtermail:ratelimit:rb:__rand_int__ 1000000 9000000 m:__rand_int__ 2>/dev/null",
-             redis_port, nconns, n, POOL, REDISLIMIT_SCRIPT_SHA1);
+             rs.port, nconns, n, POOL, REDISLIMIT_SCRIPT_SHA1);
     pin(0); /* where the daemon ran; redis-server keeps CPU 1 */
     p = popen(cmd, "r");
     pin(1);
@@ -779,12 +727,16 @@ static void redis_phase(void)
     long long calls0, calls1;
     uint64_t t0, end;
 
-    if (!redis_start()) {
+    if (redis_server_init(&rs) < 0)
+        return;
+    rs.cpu = 1; /* the daemon and the load take CPU 0 */
+    if (redis_server_start(&rs) < 0) {
         printf("redis: redis-server could not be started (tests/deps.sh installs it): skipped\n");
+        redis_server_cleanup(&rs);
         return;
     }
     snprintf(extra, sizeof(extra), "filtermail_ratelimit_redis = redis://127.0.0.1:%d/0\n",
-             redis_port);
+             rs.port);
     daemon_start(&d, "redis", extra);
     end = now_ns() + 5 * NS;
     while (!log_contains(&d, "ready for rate limiting") && now_ns() < end)
@@ -792,6 +744,7 @@ static void redis_phase(void)
     if (!log_contains(&d, "ready for rate limiting")) {
         printf("redis: the daemon did not get ready (see %s)\n", d.log);
         daemon_stop(&d);
+        redis_server_cleanup(&rs);
         return;
     }
     calls0 = evalsha_calls();
@@ -805,8 +758,7 @@ static void redis_phase(void)
         printf("  note: the daemon lost Redis during the run (see %s)\n", d.log);
     daemon_stop(&d);
     redis_benchmark(200000);
-    kill(redis_pid, SIGTERM);
-    waitpid(redis_pid, NULL, 0);
+    redis_server_cleanup(&rs);
 }
 
 static void usage(void)

@@ -3,6 +3,7 @@
  * directory and stops at the end; tests/deps.sh installs it. The GCRA step,
  * one charge per message, two "nodes" sharing a budget, the script cache
  * being flushed, AUTH and SELECT, a hung and a dead server, reconnecting. */
+#include "redis_server.h"
 #include "redislimit.h"
 #include "unit.h"
 
@@ -26,10 +27,7 @@
 #define MS 1000000ull
 #define S 1000000000ull
 
-static pid_t redis_pid = -1;
-static int redis_port;
-static char redis_dir[] = "/tmp/filtermail-redis-XXXXXX";
-static char redis_sock[128];
+static struct redis_server rs;
 
 static uint64_t mono(void)
 {
@@ -38,78 +36,16 @@ static uint64_t mono(void)
     return (uint64_t)ts.tv_sec * S + (uint64_t)ts.tv_nsec;
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-        abort();
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
 /* A synchronous connection for looking behind the module's back. */
 static redisContext *sync_connect(void)
 {
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
-    if (c != NULL && c->err) {
-        redisFree(c);
-        return NULL;
-    }
-    return c;
+    return redis_server_connect(&rs);
 }
 
 static void redis_start(void)
 {
-    char port[16];
-    snprintf(port, sizeof(port), "%d", redis_port);
-    redis_pid = fork();
-    if (redis_pid < 0)
-        abort();
-    if (redis_pid == 0) {
-        int null = open("/dev/null", 1);
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
-        dup2(null, 1);
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", redis_dir, "--unixsocket", redis_sock,
-               "--unixsocketperm", "700", "--loglevel", "warning", (char *)NULL);
-        fprintf(stderr, "cannot run redis-server: %s (tests/deps.sh installs it)\n",
-                strerror(errno));
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        redisContext *c = sync_connect();
-        if (c != NULL) {
-            redisReply *r = redisCommand(c, "PING");
-            bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
-            freeReplyObject(r);
-            redisFree(c);
-            if (ok)
-                return;
-        }
-        int st;
-        if (waitpid(redis_pid, &st, WNOHANG) == redis_pid) {
-            fprintf(stderr, "redis-server exited at start-up\n");
-            exit(1);
-        }
-        usleep(10000);
-    }
-    fprintf(stderr, "redis-server did not answer on port %d\n", redis_port);
-    exit(1);
-}
-
-static void redis_stop(void)
-{
-    if (redis_pid > 0) {
-        kill(redis_pid, SIGCONT);
-        kill(redis_pid, SIGTERM);
-        waitpid(redis_pid, NULL, 0);
-        redis_pid = -1;
-    }
+    if (redis_server_start(&rs) < 0)
+        exit(1);
 }
 
 static void redis_command(const char *cmd)
@@ -239,7 +175,7 @@ static char url[256];
 
 static const char *tcp_url(int db)
 {
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/%d", redis_port, db);
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/%d", rs.port, db);
     return url;
 }
 
@@ -385,7 +321,7 @@ static void test_database_and_unix_socket(void)
     CHECK_INT(redis_integer("EXISTS filtermail:ratelimit:db3@x"), 0);
     redislimit_free(&r);
     /* The same budget through the unix socket, selecting db 3. */
-    snprintf(url, sizeof(url), "unix:%s?db=3", redis_sock);
+    snprintf(url, sizeof(url), "unix:%s?db=3", rs.sock);
     r = limiter(url, 60, 1, &l);
     CHECK(wait_ready(r, &l));
     CHECK_INT(check(r, &l, "db3@x", "2", NULL), REDISLIMIT_LIMITED);
@@ -413,13 +349,13 @@ static void test_auth(void)
     struct redislimit *r;
 
     redis_command("CONFIG SET requirepass s3cret");
-    snprintf(url, sizeof(url), "redis://:s3cret@127.0.0.1:%d/0", redis_port);
+    snprintf(url, sizeof(url), "redis://:s3cret@127.0.0.1:%d/0", rs.port);
     r = limiter(url, 60, 1, &l);
     CHECK(wait_ready(r, &l));
     CHECK_INT(check(r, &l, "auth@x", "1", NULL), REDISLIMIT_ALLOWED);
     redislimit_free(&r);
     /* A wrong password: never ready, errors logged, checks fall back. */
-    snprintf(url, sizeof(url), "redis://:wrong@127.0.0.1:%d/0", redis_port);
+    snprintf(url, sizeof(url), "redis://:wrong@127.0.0.1:%d/0", rs.port);
     r = limiter(url, 60, 1, &l);
     for (int i = 0; i < 50; i++)
         loop_once(r, &l, 10);
@@ -468,7 +404,7 @@ static void test_hung_server(void)
     struct result x = {0};
 
     CHECK(wait_ready(r, &l));
-    kill(redis_pid, SIGSTOP);
+    kill(rs.pid, SIGSTOP);
     CHECK(redislimit_check(r, "hung@x", 6, "1", loop_now(&l), on_done, &x) != NULL);
     loop_once(r, &l, 50);
     CHECK(!x.done);
@@ -479,7 +415,7 @@ static void test_hung_server(void)
     CHECK_INT(x.res, REDISLIMIT_UNAVAILABLE);
     CHECK(!redislimit_ready(r));
     CHECK_INT(check(r, &l, "hung@x", "2", NULL), -1);
-    kill(redis_pid, SIGCONT);
+    kill(rs.pid, SIGCONT);
     /* It reconnects after REDISLIMIT_RETRY_MS. */
     l.skew += (REDISLIMIT_RETRY_MS + 10) * MS;
     CHECK(wait_ready(r, &l));
@@ -495,7 +431,7 @@ static void test_dead_server(void)
 
     CHECK(wait_ready(r, &l));
     CHECK_INT(check(r, &l, "dead@x", "1", NULL), REDISLIMIT_ALLOWED);
-    redis_stop();
+    redis_server_stop(&rs);
     /* Either the module notices the close first, or the check does. */
     rc = check(r, &l, "dead@x", "2", NULL);
     CHECKF(rc == -1 || rc == REDISLIMIT_UNAVAILABLE, "rc %d", rc);
@@ -517,12 +453,8 @@ static void test_dead_server(void)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    if (mkdtemp(redis_dir) == NULL) {
-        perror("mkdtemp");
+    if (redis_server_init(&rs) < 0)
         return 1;
-    }
-    snprintf(redis_sock, sizeof(redis_sock), "%s/redis.sock", redis_dir);
-    redis_port = free_port();
     redis_start();
 
     UNIT_RUN(test_script_sha1);
@@ -537,8 +469,6 @@ int main(void)
     UNIT_RUN(test_hung_server);
     UNIT_RUN(test_dead_server);
 
-    redis_stop();
-    unlink(redis_sock);
-    rmdir(redis_dir);
+    redis_server_cleanup(&rs);
     return unit_summary();
 }
