@@ -42,22 +42,13 @@ sys.path.insert(0, str(REPO / "tests" / "support"))
 from harness import NOBODY, Relay, free_ports, wait_until  # noqa: E402
 from testca import TestCA  # noqa: E402
 from transport_servers import Nginx  # noqa: E402
+from benchlib import pct, say  # noqa: E402
 
 BUILD = REPO / os.environ.get("FILTERMAIL_BUILD", "build")
 BINARY = (BUILD / "filtermail-transport").resolve()
 ADDR = "127.0.0.50"
 HOST = "mx-bench.remote.test"
 FANOUT = 50
-
-
-def say(text=""):
-    print(text, flush=True)
-
-
-def pct(values, p):
-    values = sorted(values)
-    k = min(len(values) - 1, max(0, int(round(p / 100 * (len(values) - 1)))))
-    return values[k]
 
 
 RUNNER = (REPO / "build" / "bench" / "bench_transport").resolve()

@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from harness import HarnessError, smtp_connect, smtp_send  # noqa: E402
 from tworelays_harness import MaildirWatch, TwoRelays  # noqa: E402
+from benchlib import pct, say  # noqa: E402
 
 ALICE = "alice@a.test"
 PLAIN_ALICE = "plain-alice@a.test"
@@ -56,16 +57,6 @@ DELIVERY_TIMEOUT = 60
 
 class BenchError(Exception):
     """Something could not be measured."""
-
-
-def say(text=""):
-    print(text, flush=True)
-
-
-def pct(values, p):
-    values = sorted(values)
-    k = min(len(values) - 1, max(0, int(round(p / 100 * (len(values) - 1)))))
-    return values[k]
 
 
 def ms(seconds):

@@ -45,6 +45,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from harness import HarnessError, Relay, read_mail, smtp_transaction, wait_until  # noqa: E402
+from benchlib import say  # noqa: E402
 
 BUILD = REPO / os.environ.get("FILTERMAIL_BUILD", "build")
 BENCH_BIN = BUILD / "bench"
@@ -75,10 +76,6 @@ CONFIGS = (("none", "no milter"), ("filtermail", "filtermail-milter"),
 
 class BenchError(Exception):
     """Something could not be measured."""
-
-
-def say(text=""):
-    print(text, flush=True)
 
 
 # ---------------------------------------------------------------------------

@@ -293,13 +293,23 @@ class Delivered:
 # ---------------------------------------------------------------------------
 # The relay.
 
-_live = set()
+_at_exit = {}  # what is running -> how to stop it, in start order
+
+
+def stop_at_exit(obj, stop):
+    """Interpreter exit calls stop() for obj unless forget_at_exit(obj) came
+    first: a test that fails half-way leaves no Postfix, daemon or nginx."""
+    _at_exit[obj] = stop
+
+
+def forget_at_exit(obj):
+    _at_exit.pop(obj, None)
 
 
 def _stop_all_at_exit():
-    for relay in list(_live):
+    for obj, stop in reversed(list(_at_exit.items())):  # the last started first
         try:
-            relay.stop()
+            stop()
         except Exception as e:  # at exit there is nobody left to raise to
             print(f"harness: at exit: {e}", flush=True)
 
@@ -309,7 +319,7 @@ atexit.register(_stop_all_at_exit)
 
 def live_relays():
     """The relays created and not yet stopped (a test runner checks them)."""
-    return list(_live)
+    return [obj for obj in _at_exit if isinstance(obj, Relay)]
 
 
 def milter_binary(default_build="build/san"):
@@ -370,7 +380,7 @@ class Daemon:
         self.proc = subprocess.Popen([str(a) for a in self.argv()], stdin=subprocess.DEVNULL,
                                      stdout=self._logfile, stderr=self._logfile, env=env,
                                      start_new_session=True)
-        _live_daemons.add(self)
+        stop_at_exit(self, lambda: self.stop(check=False))
 
         def ready():
             if self.proc.poll() is not None:
@@ -383,7 +393,7 @@ class Daemon:
     def stop(self, check=True, sig=signal.SIGTERM):
         """Sends sig (SIGTERM: a clean exit 0 is expected when check is set),
         kills after STOP_TIMEOUT; with check, fails on a sanitizer report."""
-        _live_daemons.discard(self)
+        forget_at_exit(self)
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
@@ -418,20 +428,6 @@ class Daemon:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-
-
-_live_daemons = set()
-
-
-def _stop_daemons_at_exit():
-    for d in list(_live_daemons):
-        try:
-            d.stop(check=False)
-        except Exception as e:  # nobody is left to raise to
-            print(f"harness: at exit: {e}", flush=True)
-
-
-atexit.register(_stop_daemons_at_exit)
 
 
 class Relay:
@@ -512,7 +508,7 @@ class Relay:
         self._milter_expected_dead = False
         self.postfix_running = False
         self._stopped = False
-        _live.add(self)   # from here on, interpreter exit cleans up
+        stop_at_exit(self, self.stop)   # from here on, interpreter exit cleans up
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -552,7 +548,7 @@ class Relay:
         if self._stopped:
             return
         self._stopped = True
-        _live.discard(self)
+        forget_at_exit(self)
         problems = []
         if check and self.use_milter:
             try:

@@ -21,7 +21,6 @@ running in a private prefix with its own logs and temporary directories.
 Both are stopped by stop(), at interpreter exit, or by the context manager,
 and stop() fails when a sanitizer reported anything or the process died.
 """
-import atexit
 import http.client
 import os
 import pathlib
@@ -33,7 +32,8 @@ import subprocess
 import sys
 import time
 
-from harness import REPO, Daemon, HarnessError, free_ports, wait_until
+from harness import (REPO, Daemon, HarnessError, forget_at_exit, free_ports, stop_at_exit,
+                     wait_until)
 
 sys.path.insert(0, str(REPO / "tests" / "support"))
 from testca import TestCA  # noqa: E402  (re-exported for the suites)
@@ -46,20 +46,6 @@ SNIPPET_NGINX = REPO / "postfix-conf" / "nginx-mxdeliv.conf"
 START_TIMEOUT = 20
 STOP_TIMEOUT = 20
 HTTP_TIMEOUT = 30
-
-_live = set()
-
-
-def _stop_all_at_exit():
-    for proc in list(_live):
-        try:
-            proc.stop(check=False)
-        except Exception as e:  # nobody is left to raise to
-            print(f"mxdeliv_harness: at exit: {e}", flush=True)
-
-
-atexit.register(_stop_all_at_exit)
-
 
 def mxdeliv_binary(default_build="build/san"):
     build = os.environ.get("FILTERMAIL_BUILD", default_build)
@@ -194,7 +180,7 @@ http {{
                                       "-e", str(self.error_log)],
                                      stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=self._out, start_new_session=True)
-        _live.add(self)
+        stop_at_exit(self, lambda: self.stop(check=False))
 
         def ready():
             if self.proc.poll() is not None:
@@ -209,7 +195,7 @@ http {{
         return self
 
     def stop(self, check=True):
-        _live.discard(self)
+        forget_at_exit(self)
         if self.proc is None:
             return
         proc, self.proc = self.proc, None

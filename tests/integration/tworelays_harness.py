@@ -68,8 +68,8 @@ import subprocess
 import tempfile
 
 from harness import (NOBODY, REPO, SANITIZER_MARKERS, Daemon, HarnessError, Relay, free_ports,
-                     read_mail, set_header, smtp_connect, smtp_data, smtp_transaction,
-                     wait_until)
+                     pid_alive, read_mail, set_header, smtp_connect, smtp_data,
+                     smtp_transaction, wait_until)
 from mxdeliv_harness import Mxdeliv, Nginx, TestCA, reinject_service
 
 DKIMTOOL = REPO / "tests" / "support" / "dkimtool.py"
@@ -355,7 +355,7 @@ class Site:
         pid = self.relay.master_pid()
         self.relay.postfix_cmd("postfix", "stop")
         if pid is not None:
-            wait_until(lambda: not _alive(pid), START_TIMEOUT, f"{self.domain}'s Postfix to stop")
+            wait_until(lambda: not pid_alive(pid), START_TIMEOUT, f"{self.domain}'s Postfix to stop")
         self.relay.stop_milter()
         self.policyd.stop()
         self.down = True
@@ -465,18 +465,6 @@ class Site:
             return resp.status, resp.read().decode("utf-8", "replace")
         finally:
             conn.close()
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------
