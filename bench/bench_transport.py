@@ -41,13 +41,17 @@ sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from harness import NOBODY, Relay, free_ports, wait_until  # noqa: E402
 from testca import TestCA  # noqa: E402
-from transport_servers import Nginx  # noqa: E402
+from transport_servers import Backend, Nginx  # noqa: E402
 from benchlib import pct, say  # noqa: E402
 
 BUILD = REPO / os.environ.get("FILTERMAIL_BUILD", "build")
 BINARY = (BUILD / "filtermail-transport").resolve()
 ADDR = "127.0.0.50"
 HOST = "mx-bench.remote.test"
+SLOW_ADDR = "127.0.0.51"  # answers after SLOW_SECONDS: deliveries stay alive together
+SLOW_HOST = "mx-slow.remote.test"
+SLOW_SECONDS = 3
+CONCURRENT = 20
 FANOUT = 50
 
 
@@ -85,6 +89,8 @@ def setup(tmp):
         "bench IN MX 10 mx-bench.remote.test.",
         "fan1 IN MX 10 mx-bench.remote.test.",
         "fan50 IN MX 10 mx-bench.remote.test.",
+        f"mx-slow IN A {SLOW_ADDR}",
+        "slow IN MX 10 mx-slow.remote.test.",
     ]) + "\n")
     dns = tmp / "dns"
     subprocess.run(["/usr/bin/python3", str(REPO / "tests" / "support" / "mkzone.py"), str(dns),
@@ -114,8 +120,12 @@ def setup(tmp):
     nginx = Nginx(tmp)
     nginx.server(ADDR, https_port, cert, key, "return 200 '250 OK';",
                  "keepalive_timeout 5s; ssl_session_tickets on;")
+    backend = Backend(slow_seconds=SLOW_SECONDS)
+    slow_cert, slow_key = ca.issue(SLOW_HOST)
+    nginx.server(SLOW_ADDR, https_port, slow_cert, slow_key, Nginx.proxy(backend.port, "slow"))
     nginx.start()
-    return {"ini": ini, "ca": ca, "https_port": https_port, "nginx": nginx, "log": log}
+    return {"ini": ini, "ca": ca, "https_port": https_port, "nginx": nginx, "log": log,
+            "backend": backend}
 
 
 def message(size=2048):
@@ -186,6 +196,62 @@ def one_delivery(env, runs, tmp):
     say()
 
 
+def smaps_rollup(pid):
+    """{field: KiB} from /proc/<pid>/smaps_rollup."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                out[parts[0].rstrip(":")] = int(parts[1])
+    return out
+
+
+def concurrent_memory(env, tmp):
+    """CONCURRENT deliveries at once, each waiting for the slow relay's answer
+    (libraries loaded, TLS done, POST sent): what each one holds. RSS counts
+    every shared library page in every process; PSS divides a shared page
+    among the processes mapping it, so the sum of PSS is what the group
+    really occupies, and private memory is what one more delivery adds."""
+    data = message()
+    stdin = tmp / "stdin-concurrent"
+    stdin.write_bytes(data)
+    stdin.chmod(0o644)
+    args = [str(BINARY), str(env["ini"]), "-q", "BENCH2", "-f", "alice@example.org", "--",
+            "bob@slow.remote.test"]
+    procs = []
+    try:
+        for _ in range(CONCURRENT):
+            with open(stdin, "rb") as f:
+                procs.append(subprocess.Popen(args, stdin=f, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL, user=NOBODY,
+                                              group=NOBODY, extra_groups=[]))
+        time.sleep(SLOW_SECONDS / 2)  # every one is now waiting for its answer
+        rolls = [smaps_rollup(p.pid) for p in procs if p.poll() is None]
+        if len(rolls) != CONCURRENT:
+            raise RuntimeError(f"only {len(rolls)} of {CONCURRENT} deliveries were alive")
+        for p in procs:
+            if p.wait(timeout=60) != 0:
+                raise RuntimeError(f"a slow delivery failed (exit {p.returncode}):\n"
+                                   + env["log"].read_text()[-2000:])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    rss = statistics.median(r["Rss"] for r in rolls)
+    pss = statistics.median(r["Pss"] for r in rolls)
+    priv = statistics.median(r["Private_Clean"] + r["Private_Dirty"] for r in rolls)
+    total = sum(r["Pss"] for r in rolls)
+    say(f"== {CONCURRENT} deliveries at once (each waiting {SLOW_SECONDS} s for the relay's answer)")
+    say(f"  per process (median): RSS {rss / 1024:.1f} MiB, PSS {pss / 1024:.1f} MiB, "
+        f"private {priv / 1024:.1f} MiB")
+    say(f"  all {CONCURRENT} together (sum of PSS): {total / 1024:.1f} MiB, "
+        f"{total / 1024 / CONCURRENT:.1f} MiB per delivery")
+    say(f"  PSS per process <= 10 MiB: {'PASS' if pss <= 10 * 1024 else 'MISS'}")
+    say()
+
+
 def fan_out(env, tmp):
     argv = (f"{BINARY} {env['ini']} -q ${{queue_id}} -f ${{sender}} -- ${{recipient}}")
     master = "".join(f"ft{n} unix - n n - 100 pipe\n"
@@ -241,6 +307,7 @@ def main():
     try:
         env = setup(tmp)
         one_delivery(env, args.runs, tmp)
+        concurrent_memory(env, tmp)
         fan_out(env, tmp)
         return 0
     except Exception as e:
@@ -249,6 +316,7 @@ def main():
     finally:
         if env is not None:
             env["nginx"].stop()
+            env["backend"].stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
