@@ -334,11 +334,15 @@ bench_null_milters = {{ unix:{self.null_sock}, default_action=tempfail, content_
                 raise BenchError(f"{label} message refused via {name}: {reply} "
                                  f"(at {reply.stage})\n" + relay.diagnostics())
 
+    def milter_pids(self, relay):
+        """The process of each configuration that has a milter (CONFIGS[1:])."""
+        return {"filtermail": relay.milter_proc.pid, "null": self.null_proc.pid,
+                "naive": self.naive_proc.pid}
+
     def throughput(self, relay, files):
         say(f"== SMTP accept rate: {CLIENTS} clients, XCLIENT-authenticated submission, "
             f"{ROUNDS} rounds of {SECONDS} s per service in turns, 250 replies only")
-        pids = {"filtermail": relay.milter_proc.pid, "naive": self.naive_proc.pid,
-                "null": self.null_proc.pid}
+        pids = self.milter_pids(relay)
         for label, size in SIZES:
             path = files[label]
             self.check_accepted(relay, label, path.read_bytes())
@@ -418,7 +422,7 @@ bench_null_milters = {{ unix:{self.null_sock}, default_action=tempfail, content_
             f"{SAMPLE_INTERVAL * 1000:.0f} ms")
         path = files["1 MiB"]
         self.check_accepted(relay, "1 MiB", path.read_bytes())
-        pids = {"filtermail": relay.milter_proc.pid, "naive": self.naive_proc.pid}
+        pids = self.milter_pids(relay)
         peaks = {}
         for config, name in CONFIGS[1:]:
             idle, after, sampler, peak, r = self.memory_run(relay, config, pids[config], path)
@@ -435,8 +439,9 @@ bench_null_milters = {{ unix:{self.null_sock}, default_action=tempfail, content_
             peaks[config] = peak
         self.row(f"milter peak RSS, {MEM_CLIENTS} x 1 MiB", mib(peaks["filtermail"]),
                  f"<= {mib(MEM_TARGET)}", "PASS" if peaks["filtermail"] <= MEM_TARGET else "MISS")
-        self.row(f"naive milter peak RSS, {MEM_CLIENTS} x 1 MiB", mib(peaks["naive"]),
-                 "(comparison)", "-")
+        for config, name in CONFIGS[2:]:
+            self.row(f"{name} peak RSS, {MEM_CLIENTS} x 1 MiB", mib(peaks[config]),
+                     "(comparison)", "-")
         say()
 
     # -- figures 2 and 4 ---------------------------------------------------
