@@ -3,8 +3,9 @@
  * pipe(8) batches recipients per next hop, which is the recipient domain when
  * default_transport names no next hop: every recipient of one invocation must
  * have the same domain. The domain is either a name (lowercased, LDH labels
- * and '_', no final dot) or an address literal `[192.0.2.1]` /
- * `[IPv6:2001:db8::1]`, which is delivered to directly.
+ * and '_', no final dot; an internationalised name in its ASCII "xn--" form)
+ * or an address literal `[192.0.2.1]` / `[IPv6:2001:db8::1]`, which is
+ * delivered to directly.
  *
  * Pure; thread-safe.
  */
@@ -24,7 +25,7 @@ struct envelope {
     const char *const *rcpts;    /* as given (pointers into the caller's argv) */
     size_t nrcpts;
     enum envelope_kind kind;
-    char domain[256];            /* the name, or the literal's address text */
+    char domain[256];            /* the name (ASCII form), or the literal's address text */
     int family;                  /* AF_INET or AF_INET6 for a literal, else 0 */
     bool underscore;             /* a name starting with '_' (test deployments) */
     bool smtputf8;               /* an address has non-ASCII bytes */

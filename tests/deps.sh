@@ -8,7 +8,7 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       libmilter-dev libunbound-dev libssl-dev dns-root-data
       libopendkim-dev libevent-dev python3-dkim libhiredis-dev redis-server
       postfix python3 swaks ldnsutils
-      libmicrohttpd-dev nginx-light libcurl4-openssl-dev
+      libmicrohttpd-dev nginx-light libcurl4-openssl-dev libidn2-dev
       libsystemd-dev debhelper dpkg-dev fakeroot lintian systemd openssl man-db
       mtail"
 

@@ -61,6 +61,7 @@ HOSTS = {
 # Recipient domain -> MX records (or a special zone entry).
 DOMAINS = {
     "ok": ["10 mx-ok"],
+    "xn--bcher-kva": ["10 mx-ok"],  # bücher: an internationalised domain
     "h400": ["10 mx-400"],
     "smtp": ["10 mx-smtp"],
     "plain": ["10 mx-plain"],
@@ -376,6 +377,25 @@ def test_https_delivery():
     assert b"\r\n..a line with a dot\r\n" in got[0]["body"]
     assert "status=sent" in r.log and "relay=mx-ok.remote.test[127.0.0.2]" in r.log, r
     assert not T.remote.find(rcpts[0], mark), "HTTPS worked: nothing may go over SMTP"
+
+
+def test_internationalised_domain_is_looked_up_in_ascii():
+    """An SMTPUTF8 recipient at bücher.remote.test: the MX is found under
+    xn--bcher-kva (IDNA), and the address goes out as it was given."""
+    backend_requests()
+    rcpts = [f"j\u00f6rg@b\u00fccher.{ZONE}", f"eve@xn--bcher-kva.{ZONE}"]
+    data, _ = message(f"eve@xn--bcher-kva.{ZONE}")
+    r = run(rcpts, data)
+    expect(r, 0, f"delivered via HTTPS to mx-ok.{ZONE}[127.0.0.2]")
+    got = backend_requests()
+    assert len(got) == 1, got
+    to = [v.encode("latin-1").decode("utf-8") for k, v in got[0]["headers"] if k == "x-mail-to"]
+    assert to == rcpts, to
+    # Not a domain: refused as a bad address, permanently, with the reason.
+    r = run([f"a@\u2603.{ZONE}"], data)
+    expect(r, 69, "5.1.3")
+    assert "bad internationalised domain" in r.out, r
+    assert not backend_requests()
 
 
 def test_https_null_sender_has_no_from_header():

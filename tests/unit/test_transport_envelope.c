@@ -28,6 +28,15 @@ static void test_ok(void)
     const char *r5[] = {"j\xc3\xb6rg@example.org"};
     CHECK(envelope_check("", r5, 1, &env, err, sizeof(err)) == ENVELOPE_OK);
     CHECK(env.smtputf8);
+    /* An internationalised domain is kept in its ASCII form (UTS #46 maps
+     * upper case); both spellings are one destination. */
+    const char *r6[] = {"bob@B\xc3\xbc" "cher.example", "eve@xn--bcher-kva.EXAMPLE",
+                        "zoe@b\xc3\xbc" "cher.example."};
+    CHECK(envelope_check("", r6, 3, &env, err, sizeof(err)) == ENVELOPE_OK);
+    CHECK_STR(env.domain, "xn--bcher-kva.example");
+    CHECK(env.kind == ENVELOPE_NAME && env.smtputf8);
+    const char *r7[] = {"a@m\xc3\xbcnchen.example", "b@muenchen.example"};
+    CHECK(envelope_check("", r7, 2, &env, err, sizeof(err)) == ENVELOPE_MIXED);
 }
 
 static void test_errors(void)
@@ -43,7 +52,13 @@ static void test_errors(void)
         {"a@[1.2.3]", ENVELOPE_BAD_ADDRESS},  {"a@[IPv6:1.2.3.4]", ENVELOPE_BAD_ADDRESS},
         {"a@[]", ENVELOPE_BAD_ADDRESS},       {"a@b..c", ENVELOPE_BAD_ADDRESS},
         {"a\r\n@b.c", ENVELOPE_BAD_ADDRESS},  {"a@b\x7f.c", ENVELOPE_BAD_ADDRESS},
-        {"a@b\xc3\xa4.c", ENVELOPE_BAD_ADDRESS},
+        /* Internationalised domains that IDNA refuses: bad UTF-8, a label
+         * too long once in its xn-- form, a symbol IDNA2008 disallows. */
+        {"a@b\xff.c", ENVELOPE_BAD_ADDRESS},
+        {"a@\xc3\xa4\xc3\xa4\xc3\xa4\xc3\xa4\xc3\xa4\xc3\xa4\xc3\xa4\xc3\xa4\xc3\xa4\xc3\xa4"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.c",
+         ENVELOPE_BAD_ADDRESS},
+        {"a@\xe2\x98\x83.example", ENVELOPE_BAD_ADDRESS},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         const char *r[] = {bad[i].rcpt};
