@@ -512,7 +512,7 @@ bench_null_milters = {{ unix:{self.null_sock}, default_action=tempfail, content_
             self.row(path.name, "see its output" if rc == 0 else f"failed ({rc})", "its own",
                      "-" if rc == 0 else "MISS")
         # Benchmarks written in Python (they drive several daemons).
-        for script in ("bench_two_relays.py",):
+        for script in ("bench_dkim_soak.py", "bench_two_relays.py"):
             say(f"== Also: {script}")
             t0 = time.monotonic()
             try:
