@@ -21,9 +21,11 @@ What it measures (see bench/README.md):
  2. build/bench/bench_mime: the check alone on a 30 MiB message.
  3. Milter memory: 50 clients each send 1 MiB messages at once while
     /proc/<pid>/status is sampled; the peak VmRSS (and VmHWM, reset just
-    before the run) of filtermail-milter and of the naive milter.
+    before the run) of filtermail-milter, the null and the naive milter.
  4. build/bench/bench_policyd, when it has been built; then any other
-    build/bench/bench_* program (bench_dkim), output shown as is.
+    build/bench/bench_* program (bench_dkim, bench_transport), and the
+    Python benchmarks bench_dkim_soak.py and bench_two_relays.py, output
+    shown as is.
 
 Ends with a table of every figure, its target and PASS or MISS. Timings are
 reported, never asserted: the exit status is 1 only when something could not
