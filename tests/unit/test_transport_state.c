@@ -6,8 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -90,6 +96,26 @@ static int tmp_files(void)
     if (p != NULL)
         pclose(p);
     return n;
+}
+
+/* Makes openat() with O_TMPFILE fail with EOPNOTSUPP in this process, as on a
+ * file system without it (a seccomp filter; no privileges needed). */
+static int refuse_tmpfile(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 020000000 /* __O_TMPFILE */, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EOPNOTSUPP),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+        return -1;
+    return openat(AT_FDCWD, "/tmp", O_TMPFILE | O_WRONLY, 0600) < 0 && errno == EOPNOTSUPP ? 0
+                                                                                       : -1;
 }
 
 static void test_store(void)
@@ -178,6 +204,30 @@ static void test_store(void)
     CHECK(state_update(s, 1000 + STATE_TMP_AGE, &sweep_op, 1, err, sizeof(err)) == 0);
     CHECK_INT(tmp_files(), 1);
     CHECK_INT(state_sweep(s, time(NULL) + STATE_TMP_AGE), 1);
+    CHECK_INT(tmp_files(), 0);
+
+    /* Without O_TMPFILE the writes go through a named temporary file, with
+     * the same result and nothing left behind. */
+    pid_t child = fork();
+    if (child == 0) {
+        unsigned char *got = NULL;
+        size_t got_len = 0;
+        struct state_op o = {.set = true, .kind = STATE_DOWN, .host = "named.example",
+                             .port = 25, .until = 5000};
+        struct state_table ct;
+        state_table_init(&ct);
+        bool ok = refuse_tmpfile() == 0 &&
+                  state_session_save(s, "named 25", (const unsigned char *)"\x30\x00", 2) == 0 &&
+                  state_session_load(s, "named 25", &got, &got_len) == 0 && got_len == 2 &&
+                  state_update(s, 100, &o, 1, err, sizeof(err)) == 0 &&
+                  state_load(s, 100, &ct) == 0 &&
+                  state_has(&ct, STATE_DOWN, "named.example", 25, 100);
+        _exit(ok ? 0 : 1);
+    }
+    int cst;
+    CHECK(waitpid(child, &cst, 0) == child && WIFEXITED(cst) && WEXITSTATUS(cst) == 0);
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK(state_has(&t, STATE_DOWN, "named.example", 25, 100));
     CHECK_INT(tmp_files(), 0);
 
     /* Harmless to delete while in use. */
