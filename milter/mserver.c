@@ -31,6 +31,8 @@
 
 /* Macros kept per session (Postfix sends a handful per stage). */
 #define MAX_MACROS 64
+/* Bytes of macro names and values kept per session. */
+#define MAX_MACRO_BYTES (64 * 1024)
 /* Bytes read at once; a packet larger than this grows the buffer up to
  * MPROTO_MAX_PACKET. */
 #define READ_CHUNK (128 * 1024)
@@ -148,14 +150,28 @@ static void macros_clear(struct msess *s, char stage)
     s->nmacros = o;
 }
 
-static void macros_set(struct msess *s, const struct mpacket *p)
+/* Stores the macros of one stage. Returns 0, or -1 when they cannot all be
+ * kept (more than MAX_MACROS, MAX_MACRO_BYTES in all, or out of memory): a
+ * dropped {auth_authen} or {daemon_name} would change the message's
+ * direction, so the connection is closed and Postfix answers with its
+ * milter_default_action (tempfail). */
+static int macros_set(struct msess *s, const struct mpacket *p)
 {
     const char *name, *value;
     size_t off = 1;
     if (p->len < 1)
-        return;
+        return 0;
     macros_clear(s, (char)p->data[0]);
-    while (mproto_macro(p, &off, &name, &value) && s->nmacros < MAX_MACROS) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < s->nmacros; i++)
+        bytes += strlen(s->macros[i].name) + strlen(s->macros[i].value);
+    while (mproto_macro(p, &off, &name, &value)) {
+        bytes += strlen(name) + strlen(value);
+        if (s->nmacros >= MAX_MACROS || bytes > MAX_MACRO_BYTES) {
+            log_warn(TARGET, "more macros than the limits (%d, %d bytes); closing the connection",
+                     MAX_MACROS, MAX_MACRO_BYTES);
+            return -1;
+        }
         struct macro *m = &s->macros[s->nmacros];
         m->stage = (char)p->data[0];
         m->name = strdup(name);
@@ -163,10 +179,12 @@ static void macros_set(struct msess *s, const struct mpacket *p)
         if (m->name == NULL || m->value == NULL) {
             free(m->name);
             free(m->value);
-            return;
+            log_err(TARGET, "out of memory storing macros; closing the connection");
+            return -1;
         }
         s->nmacros++;
     }
+    return 0;
 }
 
 /* Queues the answer to a command; nothing when no reply was negotiated. */
@@ -231,8 +249,7 @@ static int handle(struct msess *s, const struct mpacket *p)
             return -1;
         return 0;
     case SMFIC_MACRO:
-        macros_set(s, p);
-        return 0;
+        return macros_set(s, p);
     case SMFIC_MAIL:
         a = mproto_string(p, 0);
         return respond(s, cb->envfrom(s, a != NULL ? a : "<>"), SMFIP_NR_MAIL);
