@@ -240,8 +240,10 @@ static int read_reply(struct reinject *r, struct reinject_reply *reply, const ch
     }
 }
 
-/* Reads a reply that must have a code in [lo, hi]; a different code is the
- * server's refusal, passed on as it is. */
+/* Reads a reply that must have a code in [lo, hi]. A 4xx or 5xx is the
+ * server's refusal, passed on as it is. Any other code out of place (a 250
+ * to DATA, a 354 to RCPT) is not a refusal and certainly not a delivery: it
+ * becomes a temporary error, so the sender keeps the message. */
 static int expect(struct reinject *r, struct reinject_reply *reply, const char *what, int lo,
                   int hi)
 {
@@ -249,8 +251,14 @@ static int expect(struct reinject *r, struct reinject_reply *reply, const char *
         return -1;
     if (reply->code >= lo && reply->code <= hi)
         return 0;
-    snprintf(reply->detail, sizeof(reply->detail), "%s refused", what);
     r->broken = true;
+    if (reply->code < 400) {
+        char detail[sizeof(reply->detail)];
+        snprintf(detail, sizeof(detail), "%s: unexpected reply %.100s", what, reply->text);
+        set_reply(reply, 451, "451 I/O error", detail);
+        return -1;
+    }
+    snprintf(reply->detail, sizeof(reply->detail), "%s refused", what);
     return -1;
 }
 

@@ -392,6 +392,32 @@ static void test_session_refusals(void)
     CHECK_STR(reply.text, "502 5.5.2 no EHLO here");
     stop(&s, 0);
 
+    /* A success code out of place is never passed on as one: a 250 to DATA
+     * (no data was sent, nothing was queued) or a 220 to EHLO. */
+    static const struct {
+        const char *greeting, *ehlo, *data, *what;
+    } odd[] = {
+        {NULL, NULL, "250 2.0.0 Ok\r\n", "DATA"},
+        {NULL, "220 mx\r\n", NULL, "EHLO"},
+        {"354 go ahead\r\n", NULL, NULL, "greeting"},
+    };
+    for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+        s = postfix();
+        if (odd[i].greeting != NULL)
+            s.greeting = odd[i].greeting;
+        if (odd[i].ehlo != NULL)
+            s.ehlo = odd[i].ehlo;
+        if (odd[i].data != NULL)
+            s.data = odd[i].data;
+        CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
+        CHECKF(reply.code == 451 && strcmp(reply.text, "451 I/O error") == 0, "%s: %d %s",
+               odd[i].what, reply.code, reply.text);
+        CHECKF(strstr(reply.detail, "unexpected reply") != NULL, "%s: %s", odd[i].what,
+               reply.detail);
+        CHECK(s.got == NULL || strstr(s.got, "\r\n.\r\n") == NULL);
+        stop(&s, 0);
+    }
+
     s = postfix();
     s.ehlo = "250-mx\r\n999 broken\r\n";
     CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
@@ -450,9 +476,10 @@ static void test_session_io_errors(void)
         CHECK_INT(reinject_write(r, "x\r\n.", 4, &reply), 0);
         CHECK_INT(reinject_finish(r, &reply), -1);
         CHECK_INT(reply.code, 451);
+        CHECK_STR(reply.detail, "data does not end in CRLF");
         reinject_close(&r);
         pthread_join(t, NULL);
-        CHECK(strstr(s.got, "x\r\n.\r\n") == NULL);
+        CHECK(strstr(s.got, "\r\n.\r\n") == NULL);
         stop(&s, 0);
     }
 }
