@@ -104,6 +104,7 @@ struct conn {
     bool from_seen;
     struct rejected_spool spool;
     char dkim_why[512];
+    char dkim_domain[256];     /* the raw From's domain the signatures must align to */
 };
 
 /* The reply for callbacks whose answer we negotiated away. */
@@ -134,6 +135,7 @@ static void conn_reset_message(struct conn *c)
     c->from_seen = false;
     rejected_spool_discard(&c->spool);
     c->dkim_why[0] = '\0';
+    c->dkim_domain[0] = '\0';
     c->verify = false;
 }
 
@@ -381,9 +383,8 @@ static void end_of_headers(struct conn *c)
             mime_push(c->parser, "\r\n", 2);
         rejected_spool_write(rejected, &c->spool, "\r\n", 2);
         if (c->dv != NULL) {
-            char domain[256];
-            address_from_domain(c->from, domain, sizeof(domain));
-            dkimcheck_eoh(c->dv, domain[0] != '\0' ? domain : NULL);
+            address_from_domain(c->from, c->dkim_domain, sizeof(c->dkim_domain));
+            dkimcheck_eoh(c->dv, c->dkim_domain[0] != '\0' ? c->dkim_domain : NULL);
         }
         if (c->ds != NULL)
             dkimsign_eoh(c->ds);
@@ -500,6 +501,7 @@ static enum mstatus cb_eom(struct msess *ctx)
     in.origin = ORIGIN_SKIPPED;
     in.origin_fn = origin_check;
     in.origin_ctx = c;
+    in.origin_domain = c->verify ? c->dkim_domain : NULL;
 
     vr = calloc(c->nrcpts ? c->nrcpts : 1, sizeof(*vr));
     if (vr == NULL) {

@@ -177,6 +177,16 @@ static bool origin_check(struct verdict_ctx *c, const char *from)
     }
     if (kind == ADDRESS_DOMAIN_LITERAL)
         return true; /* domain literals rely on encryption alone (upstream 0.6.0) */
+    if (c->in->origin_domain != NULL && (strlen(c->in->origin_domain) != dlen ||
+                                         strncasecmp(c->in->origin_domain, domain, dlen) != 0)) {
+        vlog(c, LOGL_WARN, c->target,
+             "From domain %.*s differs from the domain the signatures were checked against "
+             "(%.100s)",
+             (int)dlen, domain, c->in->origin_domain);
+        set_reply(c->out, VERDICT_REJECT, REASON_DKIM, "554", "5.7.1",
+                  "No valid DKIM signature found");
+        return false;
+    }
     switch (c->in->origin_fn != NULL ? c->in->origin_fn(c->in->origin_ctx) : c->in->origin) {
     case ORIGIN_PASS:
     case ORIGIN_SKIPPED:

@@ -55,6 +55,12 @@ struct verdict_input {
      * costs a key lookup. */
     enum verdict_origin (*origin_fn)(void *ctx);
     void *origin_ctx;
+    /* When not NULL: the domain the signatures were checked against, taken
+     * from the From field as received ("" when it had none). The policy's
+     * From is taken from the decoded field (RFC 2047 words, as upstream
+     * reads it); when the two domains differ, a signature proves nothing
+     * about the address the policy judged, so the origin check fails. */
+    const char *origin_domain;
 };
 
 enum verdict_action {

@@ -205,6 +205,18 @@ def test_incoming_alignment_is_exact():
     relay.wait_for_delivery(TWO, tid)
 
 
+def test_incoming_encoded_from_cannot_borrow_a_signature():
+    """The policy reads From with RFC 2047 words decoded (as upstream does);
+    the signature is checked against the field as received. Here the first
+    is a@bank.example, the second alice@remote.test, which remote.test's key
+    signs: the signature proves nothing about bank.example."""
+    data, _ = message(ALICE)
+    data = set_header(data, "From", f"=?us-ascii?q?a=40bank.example=2C?= {ALICE}")
+    expect(incoming(sign(data, "rsa.pem", "rsa", REMOTE), sender="a@bank.example"), 554,
+           "554 5.7.1 No valid DKIM signature found", "From decoded to another domain")
+    assert "differs from the domain the signatures were checked against" in relay.milter_log()
+
+
 def test_incoming_tampered_body_refused():
     data, _ = message(ALICE)
     signed = sign(data, "rsa.pem", "rsa", REMOTE)

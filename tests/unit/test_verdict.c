@@ -371,6 +371,34 @@ static void test_incoming_origin(void)
     in.origin = ORIGIN_PASS;
     verdict_decide(&in, &v, NULL, NULL);
     check_reply(&v, VERDICT_REJECT, "553", "", "Invalid email address: a@b@remote.example");
+
+    /* The signatures were checked against the From field as received; the
+     * policy judges the decoded field. A passing signature counts only when
+     * both name the same domain (ASCII case aside). */
+    static const struct {
+        const char *policy_from, *origin_domain;
+        enum verdict_action action;
+    } align[] = {
+        {"user1@remote.example", "remote.example", VERDICT_ACCEPT},
+        {"user1@Remote.EXAMPLE", "remote.example", VERDICT_ACCEPT},
+        /* e.g. From: =?us-ascii?q?a=40bank.example=2C?= x@evil.example */
+        {"a@bank.example", "evil.example", VERDICT_REJECT},
+        {"user1@remote.example", "remote.example.evil", VERDICT_REJECT},
+        {"user1@remote.example", "", VERDICT_REJECT},
+        {"one@[192.0.2.0]", "", VERDICT_ACCEPT}, /* literals: no origin check */
+    };
+    for (size_t i = 0; i < sizeof(align) / sizeof(align[0]); i++) {
+        m = msg(true, align[i].policy_from);
+        in.sender = align[i].policy_from;
+        in.origin = ORIGIN_PASS;
+        in.origin_domain = align[i].origin_domain;
+        verdict_decide(&in, &v, NULL, NULL);
+        CHECKF(v.action == align[i].action, "%s vs %s: action %d %s", align[i].policy_from,
+               align[i].origin_domain, v.action, v.text);
+        if (align[i].action == VERDICT_REJECT)
+            check_reply(&v, VERDICT_REJECT, "554", "5.7.1", "No valid DKIM signature found");
+    }
+    in.origin_domain = NULL;
 }
 
 static int origin_calls;
