@@ -442,6 +442,8 @@ void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
                         env->domain);
         }
     }
+    if (ctx->settled != NULL)
+        ctx->settled(out);
     if (ctx->state != NULL && r.nops > 0) {
         char err[300];
         if (state_update(ctx->state, ctx->now_unix, r.ops, r.nops, err, sizeof(err)) < 0)

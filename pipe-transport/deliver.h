@@ -36,6 +36,10 @@ struct deliver_ctx {
     int64_t now_unix;                    /* wall clock at the start (state expiry) */
     uint32_t random;                     /* shuffles equal MX preferences */
     const char *queue_id;                /* for log lines ("-" when unknown) */
+    /* Called once the outcome is settled, before the bookkeeping that
+     * follows it (the shared state): whatever happens next, this is the
+     * outcome to report. NULL: not called. */
+    void (*settled)(const struct outcome *out);
 };
 
 /* Where the message went, for the log line. */

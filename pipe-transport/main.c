@@ -76,10 +76,30 @@ static noreturn void fail_now(const char *dsn, const char *fmt, ...)
     exit(DSN_EX_TEMPFAIL);
 }
 
+/* The outcome once it is settled (the remote has answered): a deadline that
+ * strikes afterwards, in the state bookkeeping, reports it instead of a
+ * deferral, so a delivered message is never delivered again. */
+static char settled_line[DSN_TEXT_MAX + 32];
+static size_t settled_len;
+static volatile sig_atomic_t settled_status = -1;
+
+static void on_settled(const struct outcome *o)
+{
+    settled_len = dsn_format(o, settled_line, sizeof(settled_line));
+    settled_status = dsn_exit_status(o);
+}
+
 static void on_alarm(int sig)
 {
     static const char msg[] = "4.4.7 filtermail-transport: internal deadline exceeded\n";
     (void)sig;
+    int status = settled_status;
+    if (status >= 0) {
+        if (write(result_fd, settled_line, settled_len) < 0) {
+            /* nothing left to do */
+        }
+        _exit(status);
+    }
     if (write(result_fd, msg, sizeof(msg) - 1) < 0) {
         /* nothing left to do */
     }
@@ -348,6 +368,7 @@ int main(int argc, char **argv)
         .now_unix = (int64_t)time(NULL),
         .random = random,
         .queue_id = a.queue_id,
+        .settled = on_settled,
     };
     struct deliver_report rep;
     int64_t t0 = netio_now_ms();

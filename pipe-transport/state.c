@@ -401,12 +401,25 @@ int state_update(struct state_store *s, int64_t now, const struct state_op *ops,
         snprintf(err, errlen, "%s/hosts.lock: %s", s->dir, strerror(errno));
         return -1;
     }
-    while (flock(lock, LOCK_EX) < 0) {
-        if (errno != EINTR) {
+    /* Writers hold the lock for a read, a change and a rename; one that
+     * cannot get it in STATE_LOCK_WAIT_MS gives up: the state is advisory,
+     * and a delivery must not wait on another process without limit. */
+    for (int waited = 0;; waited += 10) {
+        if (flock(lock, LOCK_EX | LOCK_NB) == 0)
+            break;
+        if (errno != EWOULDBLOCK && errno != EINTR) {
             snprintf(err, errlen, "%s/hosts.lock: flock: %s", s->dir, strerror(errno));
             close(lock);
             return -1;
         }
+        if (waited >= STATE_LOCK_WAIT_MS) {
+            snprintf(err, errlen, "%s/hosts.lock: held by another process for %d ms; not updated",
+                     s->dir, STATE_LOCK_WAIT_MS);
+            close(lock);
+            return -1;
+        }
+        const struct timespec pause = {.tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
     }
     if (state_load(s, now, &t) < 0) {
         snprintf(err, errlen, "out of memory");
@@ -436,11 +449,12 @@ int state_update(struct state_store *s, int64_t now, const struct state_op *ops,
         snprintf(err, errlen, "%s/hosts: %s", s->dir, strerror(errno));
         goto out;
     }
-    state_sweep(s, now);
     rc = 0;
 out:
     flock(lock, LOCK_UN);
     close(lock);
+    if (rc == 0 && changed)
+        state_sweep(s, now);
     state_table_free(&t);
     buf_free(&out);
     return rc;

@@ -25,9 +25,10 @@
  * Bounded: at most STATE_MAX_ENTRIES host entries (expired ones are dropped,
  * then those expiring first) and 4096 session files of at most 16 KiB.
  * Concurrency-safe: readers see a whole file (rename), writers serialise on
- * the lock file. Temporary files (*.tmp) left by a killed process are removed
- * once older than STATE_TMP_AGE, by the next hosts update or by one session
- * save in STATE_SWEEP_EVERY. Harmless to delete at any time: a missing or damaged file is
+ * the lock file (for at most STATE_LOCK_WAIT_MS; then the update is skipped).
+ * Temporary files (*.tmp) left by a killed process are removed once older
+ * than STATE_TMP_AGE, after the next hosts update or by one session save in
+ * STATE_SWEEP_EVERY. Harmless to delete at any time: a missing or damaged file is
  * an empty state; damaged lines are skipped.
  *
  * The table functions are pure; the store functions do the I/O. Not
@@ -51,6 +52,8 @@
 #define STATE_TMP_SUFFIX ".tmp"
 #define STATE_TMP_AGE 600
 #define STATE_SWEEP_EVERY 64
+/* How long a writer waits for the hosts lock before giving up. */
+#define STATE_LOCK_WAIT_MS 2000
 
 enum state_kind { STATE_HTTPS_REFUSED, STATE_DOWN };
 

@@ -10,6 +10,7 @@ filtermail_transport_smtp_port, test-only settings: production uses 443 and
 (argv + stdin) and through a second Postfix whose default_transport is a
 pipe(8) service running it.
 """
+import fcntl
 import os
 import pathlib
 import re
@@ -434,6 +435,27 @@ def test_https_400_falls_back_to_smtp_and_is_remembered():
     assert "Skipping HTTP delivery to host that failed recently: mx-400" in r.log, r
     assert ", resumed" in r.log, f"the stored TLS session was not resumed: {r}"
     assert len(T.nginx.requests("127.0.0.3")) == n, "HTTPS must be skipped"
+    delivered(rcpt, mark)
+
+
+def test_stuck_state_lock_does_not_hold_up_a_delivery():
+    """Another process holding the state lock: the delivery is reported as it
+    went, the state update is skipped after a bounded wait."""
+    ini = write_ini("h400-locked")
+    state = T.tmp / "state-h400-locked"
+    state.mkdir(mode=0o700, exist_ok=True)
+    os.chown(state, NOBODY, NOBODY)
+    lockfile = state / "hosts.lock"
+    with open(lockfile, "a+") as held:
+        os.chown(lockfile, NOBODY, NOBODY)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        rcpt = f"bob@{d('h400')}"
+        data, mark = message(rcpt)
+        r = run([rcpt], data, ini=ini)
+    expect(r, 0, "delivered via SMTP")
+    assert "cannot update the transport state" in r.log and "held by another process" in r.log, r
+    assert 2.0 <= r.elapsed < 20, r
+    assert not (state / "hosts").exists()
     delivered(rcpt, mark)
 
 

@@ -11,6 +11,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -205,6 +206,32 @@ static void test_store(void)
     CHECK_INT(tmp_files(), 1);
     CHECK_INT(state_sweep(s, time(NULL) + STATE_TMP_AGE), 1);
     CHECK_INT(tmp_files(), 0);
+
+    /* A lock held by a stuck process: the update gives up after
+     * STATE_LOCK_WAIT_MS instead of waiting without limit. */
+    char lockpath[256];
+    snprintf(lockpath, sizeof(lockpath), "%s/hosts.lock", dir);
+    int held = open(lockpath, O_RDWR | O_CREAT, 0600);
+    CHECK(held >= 0 && flock(held, LOCK_EX) == 0);
+    pid_t waiter = fork();
+    if (waiter == 0) {
+        struct state_op o = {.set = true, .kind = STATE_DOWN, .host = "late.example",
+                             .port = 25, .until = 5000};
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = state_update(s, 100, &o, 1, err, sizeof(err));
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        _exit(rc == -1 && strstr(err, "held by another process") != NULL &&
+                      ms >= STATE_LOCK_WAIT_MS && ms < STATE_LOCK_WAIT_MS + 3000
+                  ? 0
+                  : 1);
+    }
+    int wst;
+    CHECK(waitpid(waiter, &wst, 0) == waiter && WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    close(held);
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK(!state_has(&t, STATE_DOWN, "late.example", 25, 100));
 
     /* Without O_TMPFILE the writes go through a named temporary file, with
      * the same result and nothing left behind. */
