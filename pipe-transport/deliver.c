@@ -272,11 +272,18 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
                  out->text);
         break;
     case SMTP_NO_STARTTLS:
-        outcome_set(out, OUTCOME_TEMPFAIL, "4.7.5",
-                    "STARTTLS not offered by %s[%s]: mail for %s is only sent encrypted", host,
-                    addr, env->domain);
-        log_warn(TARGET, "%s: Message rejected by mail server %s: STARTTLS not offered",
-                 r->ctx->queue_id, host);
+        if (strcmp(res->stage, "STARTTLS") == 0) {
+            smtp_reply_oneline(&res->reply, line, sizeof(line));
+            outcome_set(out, OUTCOME_TEMPFAIL, "4.7.5",
+                        "STARTTLS refused by %s[%s] (%s): mail for %s is only sent encrypted",
+                        host, addr, line, env->domain);
+        } else {
+            outcome_set(out, OUTCOME_TEMPFAIL, "4.7.5",
+                        "STARTTLS not offered by %s[%s]: mail for %s is only sent encrypted",
+                        host, addr, env->domain);
+        }
+        log_warn(TARGET, "%s: Message rejected by mail server %s: %s", r->ctx->queue_id, host,
+                 out->text);
         break;
     case SMTP_RCPT_MIXED: {
         char dsn[16] = "4.0.0";

@@ -157,7 +157,10 @@ void smtp_deliver(struct conn *c, const struct smtp_job *job, struct smtp_result
         if (command(c, p, "STARTTLS\r\n", "STARTTLS", r, res) < 0)
             goto out;
         if (r->code != 220) {
+            /* A refused STARTTLS is what a missing one is: the message is
+             * only sent encrypted, so it waits (never bounces on it). */
             rejected(res, r, "STARTTLS");
+            res->status = SMTP_NO_STARTTLS;
             quit(c);
             goto out;
         }

@@ -44,7 +44,8 @@ enum smtp_status {
     SMTP_CONN_ERROR,   /* I/O, TLS or protocol failure before the end of data: next MX */
     SMTP_LOST_AFTER_DATA, /* connection lost after the final "." was sent */
     SMTP_REJECTED,     /* the server refused (reply, stage): final */
-    SMTP_NO_STARTTLS,  /* STARTTLS required and not offered: final, temporary */
+    SMTP_NO_STARTTLS,  /* STARTTLS required, not offered or refused (stage "STARTTLS",
+                        * reply): final, temporary */
     SMTP_RCPT_MIXED,   /* some recipients accepted, others not: nothing sent */
     SMTP_TOO_BIG,      /* larger than the server's SIZE: final, permanent */
     SMTP_NEED_UTF8,    /* SMTPUTF8 needed and not offered: final, permanent */

@@ -179,6 +179,12 @@ static void test_refusals(void)
     run(&g, one, 1, true, &res);
     CHECK(res.status == SMTP_NO_STARTTLS);
     CHECK(strstr(g.log, "MAIL") == NULL);
+    /* Offered, then refused with a 5xx: still temporary, never a bounce. */
+    struct fake g2 = {.ehlo = "250-fake\r\n250 STARTTLS\r\n"};
+    run(&g2, one, 1, true, &res);
+    CHECK(res.status == SMTP_NO_STARTTLS && res.reply.code == 502);
+    CHECK_STR(res.stage, "STARTTLS");
+    CHECK(strstr(g2.log, "STARTTLS") != NULL && strstr(g2.log, "MAIL") == NULL);
     struct fake h = {.ehlo = PIPE_EHLO, .final = "552 5.3.4 too big\r\n"};
     run(&h, one, 1, false, &res);
     CHECK(res.status == SMTP_REJECTED && res.reply.code == 552);
