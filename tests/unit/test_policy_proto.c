@@ -246,6 +246,15 @@ static void test_malformed(void)
         }
     }
     policy_parser_free(&p);
+
+    /* The table shows every attribute line; a lookup gets the last one. */
+    static const char repeated[] = "a=1\nb=x\na=2\n\n";
+    size_t used;
+    p = policy_parser_new(NULL);
+    CHECK_INT(policy_push(p, repeated, strlen(repeated), &used), POLICY_REQUEST);
+    CHECK_STR(policy_get(p, "a"), "2");
+    CHECK_STR(policy_get(p, "b"), "x");
+    policy_parser_free(&p);
 }
 
 static void test_error_is_sticky(void)
