@@ -355,21 +355,27 @@ static enum mstatus cb_header(struct msess *ctx, const char *name, const char *v
         bad |= buf_puts(f, "\r\n");
         p = nl + 1;
     }
+    if (bad == 0)
+        bad = buf_puts(f, "\r\n") < 0; /* room for the parser's line end */
     if (bad != 0) {
-        /* Longer than MAX_FIELD (or no memory): the DKIM check cannot see
-         * this field and must not pass; the parser refuses it as well. */
-        c->oversize = c->oversize || f->len >= MAX_FIELD;
-        if (!c->oversize)
+        /* Longer than MAX_FIELD (ENOBUFS; the buffer is left as it was, so
+         * its length does not tell) or no memory: the DKIM check cannot see
+         * this field and must not pass. Too long is the message's fault
+         * (552, final); no memory is ours (451). Postfix's own
+         * header_size_limit (100 KiB by default) normally cuts it first. */
+        if (errno == ENOBUFS)
+            c->oversize = true;
+        else
             c->failed = true;
         dkimcheck_msg_free(&c->dv);
         dkimsign_msg_free(&c->ds);
         return nr(c, SMFIP_NR_HDR);
     }
+    /* The signers and verifiers take the field without its line end. */
     if (c->dv != NULL)
-        dkimcheck_header(c->dv, f->data, f->len);
+        dkimcheck_header(c->dv, f->data, f->len - 2);
     if (c->ds != NULL)
-        dkimsign_header(c->ds, f->data, f->len);
-    buf_puts(f, "\r\n");
+        dkimsign_header(c->ds, f->data, f->len - 2);
     mime_push(c->parser, f->data, f->len);
     rejected_spool_write(rejected, &c->spool, f->data, f->len);
     return nr(c, SMFIP_NR_HDR);
