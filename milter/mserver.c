@@ -232,7 +232,11 @@ static int handle(struct msess *s, const struct mpacket *p)
 
     switch (p->cmd) {
     case SMFIC_OPTNEG:
-        if (mproto_parse_optneg(p, &version, &actions, &protocol) < 0 || version < 6) {
+        if (mproto_parse_optneg(p, &version, &actions, &protocol) < 0) {
+            log_warn(TARGET, "malformed option negotiation from the MTA; closing the connection");
+            return -1;
+        }
+        if (version < 6) {
             log_err(TARGET, "the MTA offers milter protocol version %u; version 6 is needed",
                     (unsigned)version);
             return -1;
