@@ -199,11 +199,6 @@ static enum mstatus tempfail(struct msess *ctx, const char *why)
     return MS_TEMPFAIL;
 }
 
-static bool daemon_is_outgoing(const char *name)
-{
-    return name != NULL && config_list_has(&cfg->outgoing_daemon_names, name);
-}
-
 /* What the milter asks of Postfix: every stage it does not need skipped, no
  * reply to MAIL, RCPT, headers and body chunks (a message costs Postfix one
  * round trip, at end of message), header values with their leading space. */
@@ -235,13 +230,15 @@ static enum mstatus cb_envfrom(struct msess *ctx, const char *from)
 
     auth = msess_getsymval(ctx, "{auth_authen}");
     daemon = msess_getsymval(ctx, "{daemon_name}");
-    /* Authentication alone selects the outgoing policy, so a daemon name
-     * missing from a submission service can never let a user's cleartext out. */
-    c->dir = ((auth != NULL && auth[0] != '\0') || daemon_is_outgoing(daemon)) ? ARMOR_OUTGOING
-                                                                               : ARMOR_INCOMING;
-    log_debug(TARGET, "direction %s (auth_authen=%s, daemon_name=%s)",
-              c->dir == ARMOR_OUTGOING ? "outgoing" : "incoming",
-              auth != NULL && auth[0] != '\0' ? "set" : "unset", daemon ? daemon : "unset");
+    c->dir = verdict_direction(auth, daemon, &cfg->outgoing_daemon_names);
+    if (log_enabled(LOGL_DEBUG)) {
+        char esc[200];
+        log_debug(TARGET, "direction %s (auth_authen=%s, daemon_name=%s)",
+                  c->dir == ARMOR_OUTGOING ? "outgoing" : "incoming",
+                  auth != NULL && auth[0] != '\0' ? "set" : "unset",
+                  daemon != NULL ? log_escape(esc, sizeof(esc), daemon, strlen(daemon), 64)
+                                 : "unset");
+    }
 
     address_envelope(from, c->sender, sizeof(c->sender));
     if (c->parser == NULL) {

@@ -163,6 +163,16 @@ static bool is_mailer_daemon(const struct verdict_input *in, const char *from)
            strcmp(in->msg->mimetype, "multipart/report") == 0;
 }
 
+enum armor_direction verdict_direction(const char *auth, const char *daemon,
+                                       const struct config_list *outgoing_daemon_names)
+{
+    if (auth != NULL && auth[0] != '\0')
+        return ARMOR_OUTGOING;
+    if (daemon != NULL && config_list_has(outgoing_daemon_names, daemon))
+        return ARMOR_OUTGOING;
+    return ARMOR_INCOMING;
+}
+
 /* The origin check (spec 6.3). Returns true when the message may pass. */
 static bool origin_check(struct verdict_ctx *c, const char *from)
 {

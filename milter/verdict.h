@@ -110,6 +110,15 @@ struct verdict {
 typedef void verdict_log_fn(void *ctx, enum log_level level, const char *target,
                             const char *text);
 
+/* The direction of a message from the session's macros: outgoing when the
+ * client authenticated ({auth_authen} non-empty) or {daemon_name} is one of
+ * outgoing_daemon_names; incoming otherwise. Authentication alone selects
+ * outgoing, so a submission service whose daemon name is missing from the
+ * list can never let a user's cleartext out under the incoming policy.
+ * auth and daemon may be NULL (macro not sent). Pure. */
+enum armor_direction verdict_direction(const char *auth, const char *daemon,
+                                       const struct config_list *outgoing_daemon_names);
+
 /* Decides. Marks recipients to remove in in->rcpts[i].remove. log may be NULL. */
 void verdict_decide(const struct verdict_input *in, struct verdict *out, verdict_log_fn *log,
                     void *log_ctx);

@@ -442,6 +442,35 @@ static void test_incoming_origin_lazy(void)
     check_reply(&v, VERDICT_REJECT, "554", "5.7.1", "No DKIM signature found");
 }
 
+static void test_direction(void)
+{
+    char *names[] = {"ORIGINATING", "SUBMISSIONS"};
+    struct config_list list = {.items = names, .n = 2};
+    static const struct {
+        const char *auth, *daemon;
+        enum armor_direction want;
+    } cases[] = {
+        {NULL, NULL, ARMOR_INCOMING},
+        {"", "INBOUND", ARMOR_INCOMING},
+        {NULL, "ORIGINATING", ARMOR_OUTGOING},
+        {NULL, "SUBMISSIONS", ARMOR_OUTGOING},
+        {NULL, "originating", ARMOR_INCOMING}, /* names are exact, as Postfix sends them */
+        {NULL, "ORIGINATING ", ARMOR_INCOMING},
+        /* Authenticated: outgoing whatever the daemon name, a missing or a
+         * misconfigured one included. */
+        {"alice@example.org", NULL, ARMOR_OUTGOING},
+        {"alice@example.org", "INBOUND", ARMOR_OUTGOING},
+        {"alice@example.org", "", ARMOR_OUTGOING},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        CHECKF(verdict_direction(cases[i].auth, cases[i].daemon, &list) == cases[i].want,
+               "auth %s, daemon %s", cases[i].auth ? cases[i].auth : "(none)",
+               cases[i].daemon ? cases[i].daemon : "(none)");
+    struct config_list empty = {0};
+    CHECK(verdict_direction(NULL, "ORIGINATING", &empty) == ARMOR_INCOMING);
+    CHECK(verdict_direction("bob", NULL, &empty) == ARMOR_OUTGOING);
+}
+
 static void test_errors(void)
 {
     struct verdict_rcpt r[] = {{.addr = "user2@example.org", .disabled = true}};
@@ -483,6 +512,7 @@ int main(void)
     UNIT_RUN(test_incoming);
     UNIT_RUN(test_incoming_mailer_daemon);
     UNIT_RUN(test_incoming_disabled);
+    UNIT_RUN(test_direction);
     UNIT_RUN(test_incoming_origin);
     UNIT_RUN(test_incoming_origin_lazy);
     UNIT_RUN(test_errors);
