@@ -250,7 +250,26 @@ static int conn_fill(struct conn *c)
     }
 }
 
+static int read_reply(struct conn *c, struct smtp_reply_parser *p, struct smtp_reply *r);
+
 int conn_read_reply(struct conn *c, struct smtp_reply_parser *p, struct smtp_reply *r)
+{
+    /* One io_timeout for the whole reply, not per read: a server that sends
+     * a byte now and then must not hold the delivery until its deadline
+     * and keep the other MX hosts from being tried. */
+    int64_t saved = c->deadline, reply_until = netio_now_ms() + c->io_timeout_ms;
+    if (reply_until < c->deadline)
+        c->deadline = reply_until;
+    int rc = read_reply(c, p, r);
+    if (rc == -1 && reply_until < saved && netio_now_ms() >= reply_until &&
+        strncmp(c->err, "timed out", 9) == 0)
+        snprintf(c->err, sizeof(c->err), "timed out: no complete reply in %.1f s",
+                 c->io_timeout_ms / 1000.0);
+    c->deadline = saved;
+    return rc;
+}
+
+static int read_reply(struct conn *c, struct smtp_reply_parser *p, struct smtp_reply *r)
 {
     for (;;) {
         if (c->roff < c->rlen) {

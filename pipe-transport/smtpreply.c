@@ -102,7 +102,11 @@ enum smtp_parse smtp_reply_push(struct smtp_reply_parser *p, const char *data, s
             /* Keep the line's start; a long line is cut, not refused. */
             if (p->linelen < SMTP_REPLY_LINE_MAX)
                 p->line[p->linelen++] = c;
-            p->linetotal++;
+            if (++p->linetotal > SMTP_REPLY_LINE_LIMIT) {
+                *why = "reply line longer than 16 KiB";
+                *used = i + 1;
+                return SMTP_PARSE_ERROR;
+            }
             continue;
         }
         if (p->linelen > 0 && p->linelen == p->linetotal && p->line[p->linelen - 1] == '\r')

@@ -7,7 +7,8 @@
  * dropped). Every line of a reply must carry the same code. Limits: a line's
  * text is cut after SMTP_REPLY_LINE_MAX bytes (RFC 5321 allows 512), a reply
  * may have at most SMTP_REPLY_MAX_LINES lines, and the text kept is cut at
- * SMTP_REPLY_TEXT_MAX bytes.
+ * SMTP_REPLY_TEXT_MAX bytes. A line of more than SMTP_REPLY_LINE_LIMIT bytes
+ * is an error: a server streaming one endless line is not answering.
  *
  * Pure (no I/O, no allocation); one parser per connection.
  */
@@ -19,6 +20,7 @@
 #include <stdint.h>
 
 #define SMTP_REPLY_LINE_MAX 1000
+#define SMTP_REPLY_LINE_LIMIT (16 * 1024)
 #define SMTP_REPLY_MAX_LINES 100
 #define SMTP_REPLY_TEXT_MAX 4096
 

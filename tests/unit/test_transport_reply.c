@@ -119,6 +119,11 @@ static void test_limits(void)
     CHECK(feed(in, strlen(in), false, &r, &used) == 1);
     CHECK(r.len <= SMTP_REPLY_TEXT_MAX - 1);
     CHECK(strlen(r.text) == r.len);
+    /* A line that never ends is an error once past SMTP_REPLY_LINE_LIMIT. */
+    memcpy(in, "250 ", 4);
+    memset(in + 4, 'x', SMTP_REPLY_LINE_LIMIT);
+    in[4 + SMTP_REPLY_LINE_LIMIT] = '\0';
+    CHECK(feed(in, strlen(in), false, &r, &used) == -1);
 }
 
 static void test_oneline(void)

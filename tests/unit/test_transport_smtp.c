@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -206,6 +207,45 @@ static void test_refusals(void)
     job_utf8 = false;
 }
 
+/* Sends "250 " and then one byte every 50 ms, never a line end. */
+static void *dripper(void *arg)
+{
+    int fd = *(int *)arg;
+    if (write(fd, "250 ", 4) != 4)
+        return NULL;
+    for (int i = 0; i < 100; i++) {
+        struct timespec pause = {.tv_nsec = 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        if (write(fd, "x", 1) != 1)
+            break;
+    }
+    return NULL;
+}
+
+/* The I/O timeout bounds a whole reply, not each read: a server dripping
+ * bytes does not hold the delivery until its deadline. */
+static void test_reply_timeout(void)
+{
+    int sv[2];
+    pthread_t th;
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    CHECK(pthread_create(&th, NULL, dripper, &sv[1]) == 0);
+    struct conn c;
+    struct smtp_reply_parser p;
+    struct smtp_reply r;
+    smtp_reply_parser_init(&p);
+    conn_init(&c, sv[0], 400, netio_now_ms() + 10000);
+    int64_t t0 = netio_now_ms();
+    CHECK_INT(conn_read_reply(&c, &p, &r), -1);
+    int64_t took = netio_now_ms() - t0;
+    CHECKF(took >= 390 && took < 2000, "took %lld ms", (long long)took);
+    CHECKF(strstr(c.err, "no complete reply") != NULL, "%s", c.err);
+    conn_close(&c);
+    close(sv[1]);
+    pthread_join(th, NULL);
+}
+
 static void test_connection_loss(void)
 {
     struct smtp_result res;
@@ -297,6 +337,7 @@ int main(void)
     UNIT_RUN(test_all_or_nothing);
     UNIT_RUN(test_refusals);
     UNIT_RUN(test_connection_loss);
+    UNIT_RUN(test_reply_timeout);
     UNIT_RUN(test_happy_eyeballs);
     spool_close(&msg);
     return unit_summary();
