@@ -16,8 +16,11 @@
  * arrives, through a 64 KiB buffer; nothing holds a whole message. A body
  * found invalid, or a client gone before the end, only costs an SMTP session
  * closed without its final dot: Postfix discards the message. Slow clients
- * are nginx's business (it buffers request bodies before passing them on);
- * on a direct connection the idle timeout and REQUEST_DEADLINE bound them.
+ * are nginx's business (it buffers requests before passing them on). On a
+ * direct connection the idle timeout bounds each pause and REQUEST_DEADLINE
+ * the body from the end of the headers on; headers sent a byte at a time
+ * are bounded only by the idle timeout, so the listener belongs on loopback
+ * behind nginx (the default filtermail_host).
  *
  * libmicrohttpd runs one thread per connection (at most MAX_CONNECTIONS), so
  * the blocking SMTP client holds up nothing but its own request. Nothing
