@@ -336,6 +336,7 @@ class PackageCheck:
         os.chmod(self.tmp, 0o755)  # the daemons read the test files after dropping root
         self.daemons = []
         self.files = []
+        self.skipped = []
         self.user_existed = self.has_user()
 
     @staticmethod
@@ -347,9 +348,15 @@ class PackageCheck:
             return False
 
     def step(self, name, fn):
+        """Runs one step. A step that cannot run here returns the reason;
+        it is reported as SKIP, never as ok, and listed again at the end."""
         t = time.monotonic()
-        fn()
-        print(f"ok {name} ({time.monotonic() - t:.1f}s)", flush=True)
+        skipped = fn()
+        if skipped:
+            self.skipped.append(f"{name}: {skipped}")
+            print(f"SKIP {name}: {skipped}", flush=True)
+        else:
+            print(f"ok {name} ({time.monotonic() - t:.1f}s)", flush=True)
 
     # 1 -----------------------------------------------------------------
     def lintian(self):
@@ -556,8 +563,8 @@ class PackageCheck:
     def systemd_units(self):
         """Where systemd runs: the units themselves, with the test ini."""
         if not pathlib.Path("/run/systemd/system").is_dir():
-            print("   systemd is not PID 1 here: units not started with systemctl")
-            return
+            return ("systemd is not PID 1 here: the units were not started with systemctl "
+                    "(the previous step imitated them)")
         ini = self.tmp / "chatmail.ini"
         dropins = []
         try:
@@ -731,8 +738,7 @@ class PackageCheck:
     # 6 -----------------------------------------------------------------
     def e2e(self):
         if os.environ.get("FILTERMAIL_PACKAGE_E2E", "1") == "0":
-            print("   skipped (FILTERMAIL_PACKAGE_E2E=0)")
-            return
+            return "FILTERMAIL_PACKAGE_E2E=0"
         p = subprocess.run([sys.executable, str(REPO / "tests" / "integration" / "run.py")],
                            env={**os.environ, "FILTERMAIL_BUILD": "/usr/sbin"}, cwd=REPO,
                            timeout=1800)
@@ -894,7 +900,10 @@ def main():
                 print(f"--- {d.name} log:\n{d.log()}", file=sys.stderr)
     finally:
         pc.cleanup(failed)
-    print(f"package-check: {'FAILED' if failed else 'passed'} in {time.monotonic() - t0:.0f}s")
+    for s in pc.skipped:
+        print(f"package-check: SKIPPED {s}")
+    print(f"package-check: {'FAILED' if failed else 'passed'} in {time.monotonic() - t0:.0f}s"
+          + (f", {len(pc.skipped)} step(s) skipped (above)" if pc.skipped else ""))
     return 1 if failed else 0
 
 
