@@ -31,6 +31,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,9 @@ def main():
     if os.geteuid() != 0:
         say("bench_dkim_soak: run as root (Postfix must start as root)")
         return 1
+    # A terminated run still stops its Postfix and milter (the with-block and
+    # the harness's exit handlers).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     for path in (BUILD / "filtermail-milter", SMTPLOAD):
         if not path.exists():
             say(f"bench_dkim_soak: {path} not built (make all build/bench/smtpload)")

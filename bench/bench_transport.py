@@ -29,6 +29,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -293,6 +294,8 @@ def main():
     if os.geteuid() != 0:
         say("bench_transport: run as root (Postfix and nginx need it)")
         return 1
+    # A terminated run still stops its nginx and Postfix (finally, with-blocks).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     for path in (BINARY, RUNNER):
         if not path.exists():
             say(f"bench_transport: {path} not built (make all build/bench/bench_transport)")

@@ -185,6 +185,26 @@ def smtpload(port, path, *, clients, seconds=None, per_client=None, login=SENDER
     return result
 
 
+def run_child(argv, timeout, env=None):
+    """Runs a benchmark program: (exit status, stdout, stderr), or None when
+    it gave no result in time. A late one gets SIGTERM first, so its exit
+    handlers stop the Postfix and daemons it started (SIGKILL would leave
+    them running), and SIGKILL a minute later."""
+    proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        return None
+
+
 def drain(relay):
     """Waits until Postfix has discarded what it accepted, so no run pays for
     the previous run's queue."""
@@ -478,22 +498,21 @@ bench_null_milters = {{ unix:{self.null_sock}, default_action=tempfail, content_
             say()
             return None
         t0 = time.monotonic()
-        try:
-            r = subprocess.run([str(path)], capture_output=True, text=True, timeout=300,
-                               cwd=REPO)
-        except subprocess.TimeoutExpired:
+        r = run_child([path], 300)
+        if r is None:
             say(f"  {name}: no result after 300 s")
             self.failed = True
             say()
             return -1
-        say(r.stdout.rstrip())
-        if r.returncode != 0:
-            say(r.stderr.rstrip())
-            say(f"  {name}: exit status {r.returncode}")
+        rc, out, err = r
+        say(out.rstrip())
+        if rc != 0:
+            say(err.rstrip())
+            say(f"  {name}: exit status {rc}")
             self.failed = True
         say(f"  ({name} took {time.monotonic() - t0:.0f} s)")
         say()
-        return r.returncode
+        return rc
 
     def bench_policyd(self):
         rc = self.run_bench("bench_policyd", "Rate-limit policy server: bench_policyd")
@@ -517,17 +536,16 @@ bench_null_milters = {{ unix:{self.null_sock}, default_action=tempfail, content_
         for script in ("bench_dkim_soak.py", "bench_two_relays.py"):
             say(f"== Also: {script}")
             t0 = time.monotonic()
-            try:
-                r = subprocess.run([sys.executable, str(REPO / "bench" / script)],
-                                   capture_output=True, text=True, timeout=600, cwd=REPO,
-                                   env=dict(os.environ, FILTERMAIL_BUILD=str(BUILD)))
-                rc = r.returncode
-                say(r.stdout.rstrip())
-                if rc != 0:
-                    say(r.stderr.rstrip())
-            except subprocess.TimeoutExpired:
+            r = run_child([sys.executable, REPO / "bench" / script], 600,
+                          env=dict(os.environ, FILTERMAIL_BUILD=str(BUILD)))
+            if r is None:
                 say(f"  {script}: no result after 600 s")
                 rc = -1
+            else:
+                rc, out, err = r
+                say(out.rstrip())
+                if rc != 0:
+                    say(err.rstrip())
             say(f"  ({script} took {time.monotonic() - t0:.0f} s)")
             say()
             if rc != 0:
