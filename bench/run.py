@@ -201,7 +201,7 @@ def run_child(argv, timeout, env=None):
             proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            proc.wait()  # not communicate(): a grandchild may hold the pipes open
         return None
 
 
