@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "address.h"
+
 /* Slots looked at by each check, so refilled entries go away under load. */
 #define SWEEP_PER_CHECK 2
 /* When full: slots swept to find refilled entries, then entries compared to
@@ -249,13 +251,6 @@ static size_t rl_pow2_at_least(size_t n)
     return p;
 }
 
-static void rl_lower(char *s)
-{
-    for (; *s != '\0'; s++)
-        if (*s >= 'A' && *s <= 'Z')
-            *s = (char)(*s - 'A' + 'a');
-}
-
 struct ratelimit *ratelimit_new(const struct ratelimit_config *c)
 {
     struct ratelimit *rl = calloc(1, sizeof(*rl));
@@ -284,7 +279,7 @@ struct ratelimit *ratelimit_new(const struct ratelimit_config *c)
             x->text = strdup(item[0] == '@' ? item + 1 : item);
             if (x->text == NULL)
                 goto fail;
-            rl_lower(x->text);
+            address_lowercase(x->text);
             rl->nexempt++;
         }
     }
@@ -362,7 +357,7 @@ void ratelimit_classify(const struct ratelimit *rl, const struct ratelimit_sessi
     memcpy(d->key, who, n);
     d->key[n] = '\0';
     d->key_len = n;
-    rl_lower(d->key);
+    address_lowercase(d->key);
     if (rl_exempt(rl, d->key)) {
         d->verdict = RATELIMIT_PASS;
         d->reason = RATELIMIT_R_EXEMPT;
