@@ -1,5 +1,7 @@
 /* The store of DKIM-rejected messages: naming, mode, caps. */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +93,14 @@ static void test_keep_and_caps(void)
     struct rejected_spool sp;
     rejected_spool_begin(s, &sp);
     rejected_spool_write(s, &sp, "z", 1);
+    int spool_fd = sp.fd;
+    CHECK(spool_fd >= 0);
     rejected_spool_discard(&sp);
+    /* The unnamed file is never in a listing: that its descriptor is closed
+     * is what shows it is gone. */
+    CHECK_INT(sp.fd, -1);
+    errno = 0;
+    CHECK(fcntl(spool_fd, F_GETFD) == -1 && errno == EBADF);
     CHECK_INT(count_files("dkim-verify", &bytes), before);
     CHECK_INT(count_files("", &bytes), 1); /* only the reason directory */
     rejected_close(&s);
