@@ -352,6 +352,15 @@ static void *session(void *arg)
             s->inlen -= start;
             start = 0;
         }
+        /* A buffer grown for one large packet goes back to READ_CHUNK once
+         * it is handled, so an idle session does not keep up to 1 MiB. */
+        if (s->incap > READ_CHUNK && s->inlen <= READ_CHUNK / 4) {
+            unsigned char *in = realloc(s->in, READ_CHUNK);
+            if (in != NULL) {
+                s->in = in;
+                s->incap = READ_CHUNK;
+            }
+        }
         if (s->incap - s->inlen < READ_CHUNK / 4) {
             size_t cap = s->incap * 2;
             if (cap > MPROTO_MAX_PACKET + 5 + READ_CHUNK)

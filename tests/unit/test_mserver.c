@@ -28,7 +28,15 @@ static enum mstatus on_envfrom(struct msess *s, const char *sender)
     return MS_CONTINUE;
 }
 
-static const struct mserver_callbacks cbs = {.envfrom = on_envfrom};
+static size_t header_len;
+
+static enum mstatus on_header(struct msess *s, const char *name, const char *value)
+{
+    header_len = strlen(value);
+    return MS_CONTINUE;
+}
+
+static const struct mserver_callbacks cbs = {.envfrom = on_envfrom, .header = on_header};
 
 static void *serve(void *arg)
 {
@@ -127,14 +135,51 @@ out:
     return cmd;
 }
 
+/* A packet larger than the read buffer (a 300 KiB header), then ordinary
+ * ones on the same connection: the buffer grows for it and the session goes
+ * on (it shrinks back afterwards; ASan watches the reallocations). */
+static int big_then_small(const char *path)
+{
+    struct buf b;
+    buf_init(&b, 16 * 1024 * 1024);
+    int fd = client(path), cmd = -1;
+    if (fd < 0)
+        return -2;
+    mproto_put_optneg(&b, 6, 0, SMFIP_NR_MAIL | SMFIP_NR_HDR, 0, NULL);
+    if (send_buf(fd, &b) < 0 || read_cmd(fd) != SMFIC_OPTNEG)
+        goto out;
+    size_t vlen = 300 * 1024;
+    char *hdr = malloc(vlen + 16);
+    memcpy(hdr, "X-Big", 6);
+    memset(hdr + 6, 'v', vlen);
+    hdr[6 + vlen] = '\0';
+    mproto_put(&b, SMFIC_HEADER, hdr, vlen + 7);
+    free(hdr);
+    put_macros(&b, 1, 10);
+    mproto_put_str(&b, SMFIC_MAIL, "<alice@example.org>");
+    mproto_put(&b, SMFIC_QUIT, NULL, 0);
+    send_buf(fd, &b);
+    /* The header gets a CONTINUE (no-reply was not granted), then QUIT ends
+     * the connection. */
+    while ((cmd = read_cmd(fd)) == SMFIR_CONTINUE)
+        ;
+out:
+    close(fd);
+    buf_free(&b);
+    return cmd;
+}
+
 static void test_macros(void)
 {
     char path[] = "/tmp/filtermail-mserver-XXXXXX", sock[64], spec[80], err[256];
     CHECK(mkdtemp(path) != NULL);
     snprintf(sock, sizeof(sock), "%s/m.sock", path);
     snprintf(spec, sizeof(spec), "unix:%s", sock);
-    struct mserver_config cfg = {.socket_spec = spec, .protocol = SMFIP_NR_MAIL, .timeout = 5,
-                                 .max_sessions = 4, .cb = &cbs};
+    struct mserver_config cfg = {.socket_spec = spec,
+                                 .protocol = SMFIP_NR_MAIL,
+                                 .timeout = 5,
+                                 .max_sessions = 4,
+                                 .cb = &cbs};
     struct mserver *srv = mserver_open(&cfg, err, sizeof(err));
     CHECKF(srv != NULL, "%s", err);
     if (srv == NULL)
@@ -156,6 +201,12 @@ static void test_macros(void)
     CHECK_STR(seen_auth, "");
     /* The server still serves afterwards. */
     CHECK_INT(session(sock, 3, 10), 0);
+    CHECK_STR(seen_auth, "alice");
+    /* A large packet first, then small ones on the same connection. */
+    seen_auth[0] = '\0';
+    header_len = 0;
+    CHECK_INT(big_then_small(sock), 0);
+    CHECK_INT(header_len, 300 * 1024);
     CHECK_STR(seen_auth, "alice");
 
     mserver_stop(srv);
