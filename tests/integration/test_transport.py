@@ -350,7 +350,10 @@ def delivered(addr, mark, timeout=10):
 
 
 def not_delivered(addr, mark, wait=1.0):
+    """Nothing for addr with mark, once the remote Postfix has delivered
+    whatever it accepted (a message still in its queue would be missed)."""
     time.sleep(wait)
+    T.remote.wait_queue_empty()
     got = T.remote.find(addr, mark)
     assert not got, f"{addr} got the message ({mark}) though it must not"
 
