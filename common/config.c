@@ -8,16 +8,14 @@
 #include "config.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "buf.h"
+#include "fileio.h"
 
 #define CONFIG_MAX_KEYS 1000
 
@@ -543,46 +541,13 @@ out:
 int config_load(const char *path, struct config **cfg_r, char *err, size_t errlen)
 {
     struct config_reader r = {.err = err, .errlen = errlen, .origin = path};
-    struct stat st;
-    char *text;
-    size_t len = 0;
-    int fd, rc;
+    char *text, why[128];
+    size_t len;
+    int rc;
 
     *cfg_r = NULL;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return config_error(&r, "%s", strerror(errno));
-    if (fstat(fd, &st) < 0) {
-        int e = errno;
-        close(fd);
-        return config_error(&r, "%s", strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return config_error(&r, "not a regular file");
-    }
-    if (st.st_size > CONFIG_MAX_FILE_SIZE) {
-        close(fd);
-        return config_error(&r, "larger than %d bytes", CONFIG_MAX_FILE_SIZE);
-    }
-    text = malloc((size_t)st.st_size + 1);
-    if (text == NULL) {
-        close(fd);
-        return config_error(&r, "out of memory");
-    }
-    while (len < (size_t)st.st_size) {
-        ssize_t n = read(fd, text + len, (size_t)st.st_size - len);
-        if (n < 0) {
-            int e = errno;
-            free(text);
-            close(fd);
-            return config_error(&r, "%s", strerror(e));
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
+    if (fileio_read(AT_FDCWD, path, 0, CONFIG_MAX_FILE_SIZE, &text, &len, why, sizeof(why)) < 0)
+        return config_error(&r, "%s", why);
     rc = config_parse(text, len, path, cfg_r, err, errlen);
     free(text);
     return rc;

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fileio.h"
 #include "listener.h"
 #include "log.h"
 #include "policy_proto.h"
@@ -546,36 +547,45 @@ static unsigned save_failures;
  * (logged). */
 static int snapshot_write(const char *why)
 {
-    char tmp[4096];
     const char *path = cfg->ratelimit_state;
-    FILE *f;
+    struct fileio_atomic w;
+    char err[256];
+    FILE *f = NULL;
     int fd;
     long n;
 
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-        return -1;
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+    if (fileio_atomic_begin(&w, AT_FDCWD, path, 0600, err, sizeof(err)) < 0) {
         if (save_failures % 10 == 0)
-            log_err(TARGET, "cannot save the rate-limit state to %s: %s", tmp, strerror(errno));
+            log_err(TARGET, "cannot save the rate-limit state to %s: %s", path, err);
+        return -1;
+    }
+    fd = dup(w.fd);
+    if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+        snprintf(err, sizeof(err), "%s", strerror(errno));
         if (fd >= 0)
             close(fd);
-        return -1;
+        goto fail;
     }
     n = ratelimit_save(rl, f, mono(), clock_ns(CLOCK_REALTIME));
-    if (n < 0 || fflush(f) != 0 || fsync(fd) != 0) {
-        log_err(TARGET, "cannot save the rate-limit state to %s: %s", tmp, strerror(errno));
+    if (n < 0 || fflush(f) != 0) {
+        snprintf(err, sizeof(err), "%s", strerror(errno));
         fclose(f);
-        unlink(tmp);
-        return -1;
+        goto fail;
     }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        log_err(TARGET, "cannot save the rate-limit state to %s: %s", path, strerror(errno));
-        unlink(tmp);
+    if (fclose(f) != 0) {
+        snprintf(err, sizeof(err), "%s", strerror(errno));
+        goto fail;
+    }
+    if (fileio_atomic_commit(&w, err, sizeof(err)) < 0) {
+        log_err(TARGET, "cannot save the rate-limit state to %s: %s", path, err);
         return -1;
     }
     log_debug(TARGET, "saved %ld senders to %s (%s)", n, path, why);
     return 0;
+fail:
+    fileio_atomic_abort(&w);
+    log_err(TARGET, "cannot save the rate-limit state to %s: %s", path, err);
+    return -1;
 }
 
 /* A child writing the state in the background, or -1. */
