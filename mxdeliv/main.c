@@ -42,6 +42,7 @@
 
 #include <microhttpd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "privs.h"
@@ -79,15 +80,13 @@ struct req {
     struct reinject_reply reply; /* a failure that decided the answer */
     bool failed;                 /* reply holds it; the body is still read */
     bool answered;
-    struct timespec start;
+    uint64_t start; /* clock_mono_ns() */
     char peer[160]; /* for the log: the client, as nginx says, and the socket peer */
 };
 
 static double elapsed(const struct req *r)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - r->start.tv_sec) + (now.tv_nsec - r->start.tv_nsec) / 1e9;
+    return clock_elapsed_s(r->start);
 }
 
 /* "203.0.113.5 via 127.0.0.1" when nginx passed X-Real-IP (only nginx can
@@ -317,7 +316,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *req_cls = r;
         request_envelope_init(&r->env);
         request_body_init(&r->body, atomic_load(&max_size));
-        clock_gettime(CLOCK_MONOTONIC, &r->start);
+        r->start = clock_mono_ns();
         peer_name(c, r->peer, sizeof(r->peer));
         return on_headers(c, r, method);
     }

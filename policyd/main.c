@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "fileio.h"
 #include "listener.h"
@@ -58,7 +59,7 @@
 #define OUT_MAX 2048
 /* The longest reply: "action=450 ... <key> ..." with a RATELIMIT_KEY_MAX key. */
 #define REPLY_MAX 700
-#define NS 1000000000ull
+#define NS CLOCK_NS_PER_SEC
 
 enum watch_kind { W_LISTENER, W_SIGNAL, W_CONN, W_REDIS };
 
@@ -107,18 +108,6 @@ static bool dirty; /* the table changed since the last snapshot */
 static uint64_t last_full_warning;
 static uint64_t last_accept_warning;
 static struct listener_spec lspec;
-
-static uint64_t clock_ns(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t mono(void)
-{
-    return clock_ns(CLOCK_MONOTONIC);
-}
 
 static noreturn void config_fatal(const char *key, const char *value, const char *why)
 {
@@ -273,7 +262,7 @@ static void reply(struct conn *c, const struct ratelimit_decision *d, const char
 static void finish(struct conn *c, struct ratelimit_decision *d, uint64_t now)
 {
     char action[REPLY_MAX], esc[RATELIMIT_KEY_MAX * 4 + 8], until[48];
-    uint64_t wall = clock_ns(CLOCK_REALTIME);
+    uint64_t wall = clock_wall_ns();
 
     ratelimit_session_note(&c->sess, d);
     if (d->reason == RATELIMIT_R_ALLOWED || d->reason == RATELIMIT_R_LIMITED)
@@ -312,7 +301,7 @@ static void conn_process(struct conn *c, uint64_t now);
 static void redis_done(void *arg, enum redislimit_result res, uint64_t wait_ns)
 {
     struct conn *c = arg;
-    uint64_t now = mono();
+    uint64_t now = clock_mono_ns();
 
     c->pending = NULL;
     if (c->dead)
@@ -566,7 +555,7 @@ static int snapshot_write(const char *why)
             close(fd);
         goto fail;
     }
-    n = ratelimit_save(rl, f, mono(), clock_ns(CLOCK_REALTIME));
+    n = ratelimit_save(rl, f, clock_mono_ns(), clock_wall_ns());
     if (n < 0 || fflush(f) != 0) {
         snprintf(err, sizeof(err), "%s", strerror(errno));
         fclose(f);
@@ -653,7 +642,7 @@ static void snapshot_load(void)
                      strerror(errno));
         return;
     }
-    n = ratelimit_load(rl, f, mono(), clock_ns(CLOCK_REALTIME), err, sizeof(err));
+    n = ratelimit_load(rl, f, clock_mono_ns(), clock_wall_ns(), err, sizeof(err));
     fclose(f);
     if (n < 0)
         log_warn(TARGET, "ignoring the rate-limit state %s: %s", path, err);
@@ -757,13 +746,13 @@ static void reload_config(void)
         size_t len = 0;
         FILE *f = open_memstream(&buf, &len);
         struct ratelimit *nrl = NULL;
-        if (f != NULL && ratelimit_save(rl, f, mono(), clock_ns(CLOCK_REALTIME)) >= 0 &&
+        if (f != NULL && ratelimit_save(rl, f, clock_mono_ns(), clock_wall_ns()) >= 0 &&
             fclose(f) == 0 &&
             getrandom(rc.seed, sizeof(rc.seed), 0) == (ssize_t)sizeof(rc.seed) &&
             (nrl = ratelimit_new(&rc)) != NULL) {
             f = fmemopen(buf, len, "r");
             if (f == NULL ||
-                ratelimit_load(nrl, f, mono(), clock_ns(CLOCK_REALTIME), err, sizeof(err)) < 0) {
+                ratelimit_load(nrl, f, clock_mono_ns(), clock_wall_ns(), err, sizeof(err)) < 0) {
                 ratelimit_free(&nrl);
             }
             if (f != NULL)
@@ -877,7 +866,7 @@ int main(int argc, char **argv)
 
     sdnotify_ready(redis == NULL ? "serving, state in this process" : "serving, state in Redis");
     tick_ns = redis != NULL ? NS / 10 : NS;
-    now = mono();
+    now = clock_mono_ns();
     next_tick = now;
     next_snapshot = now + SNAPSHOT_EVERY * NS;
     while (!stop) {
@@ -885,7 +874,7 @@ int main(int argc, char **argv)
         int n = epoll_wait(epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
         if (n < 0 && errno != EINTR)
             fatal("epoll_wait: %s", strerror(errno));
-        now = mono();
+        now = clock_mono_ns();
         for (int i = 0; i < n; i++) {
             struct watch *w = evs[i].data.ptr;
             switch (w->kind) {

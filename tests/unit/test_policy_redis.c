@@ -24,6 +24,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "clock.h"
+
 #define MS 1000000ull
 #define S 1000000000ull
 
@@ -31,9 +33,7 @@ static struct redis_server rs;
 
 static uint64_t mono(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * S + (uint64_t)ts.tv_nsec;
+    return clock_mono_ns();
 }
 
 /* A synchronous connection for looking behind the module's back. */
