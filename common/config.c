@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "fileio.h"
+#include "listener.h"
 
 #define CONFIG_MAX_KEYS 1000
 
@@ -31,6 +32,7 @@ enum config_type {
     CT_LEVEL,       /* a log level */
     CT_FALLBACK,    /* local or defer */
     CT_LOG_SINK,    /* syslog, stderr or an absolute file path */
+    CT_SOCKET,      /* a listening socket address (listener.h) */
 };
 
 struct config_key {
@@ -58,7 +60,7 @@ static const struct config_key config_keys[] = {
     K("max_user_send_burst_size", CT_U32_NONZERO, max_user_send_burst_size, "10"),
     K("passthrough_senders", CT_LIST, passthrough_senders, ""),
     K("passthrough_recipients", CT_LIST, passthrough_recipients, ""),
-    K("filtermail_milter_socket", CT_STRING, milter_socket,
+    K("filtermail_milter_socket", CT_SOCKET, milter_socket,
       "unix:/var/spool/postfix/filtermail/milter.sock"),
     K("filtermail_outgoing_daemon_names", CT_LIST, outgoing_daemon_names, "ORIGINATING"),
     K("filtermail_user", CT_STRING, user, "filtermail"),
@@ -73,7 +75,7 @@ static const struct config_key config_keys[] = {
     K("filtermail_unbound_config", CT_OPTSTRING, unbound_config, ""),
     K("filtermail_trust_anchor", CT_STRING, trust_anchor, "/usr/share/dns/root.key"),
     K("filtermail_dns_timeout", CT_U32_NONZERO, dns_timeout, "10"),
-    K("filtermail_policy_socket", CT_STRING, policy_socket,
+    K("filtermail_policy_socket", CT_SOCKET, policy_socket,
       "unix:/var/spool/postfix/filtermail/policy.sock"),
     K("filtermail_ratelimit_exempt", CT_LIST, ratelimit_exempt, ""),
     K("filtermail_ratelimit_redis", CT_OPTSTRING, ratelimit_redis, ""),
@@ -421,6 +423,13 @@ static int config_apply(struct config_reader *r, struct config *cfg, const struc
                 r, "invalid value for %s: %.200s (expected syslog, stderr or an absolute path)",
                 k->name, value);
         break;
+    case CT_SOCKET: {
+        struct listener_addr la;
+        char why[128];
+        if (listener_parse(value, &la, why, sizeof(why)) < 0)
+            return config_error(r, "invalid value for %s: %.200s (%s)", k->name, value, why);
+        break;
+    }
     case CT_HOST_IP: {
         unsigned char addr[16];
         if (inet_pton(AF_INET, value, addr) != 1 && inet_pton(AF_INET6, value, addr) != 1)
@@ -564,6 +573,7 @@ static bool field_equal(const struct config_key *k, const struct config *a,
     case CT_LEVEL:
     case CT_FALLBACK:
     case CT_LOG_SINK:
+    case CT_SOCKET:
         return strcmp(*(char *const *)x, *(char *const *)y) == 0;
     case CT_PORT:
         return *(const uint16_t *)x == *(const uint16_t *)y;
@@ -614,6 +624,7 @@ void config_free(struct config **cfgp)
         case CT_LEVEL:
         case CT_FALLBACK:
         case CT_LOG_SINK:
+        case CT_SOCKET:
             free(*(char **)field);
             break;
         case CT_LIST:

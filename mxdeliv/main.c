@@ -44,6 +44,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "listener.h"
 #include "log.h"
 #include "privs.h"
 #include "sdnotify.h"
@@ -387,38 +388,6 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
         log_debug(TARGET, "libmicrohttpd: %s", msg);
 }
 
-/* The listening socket on filtermail_host:filtermail_http_port_incoming. */
-static int listen_on(const char *host, uint16_t port, char *err, size_t errlen)
-{
-    struct sockaddr_storage ss;
-    socklen_t len;
-    int fd, one = 1;
-
-    memset(&ss, 0, sizeof(ss));
-    if (inet_pton(AF_INET, host, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
-        ((struct sockaddr_in *)&ss)->sin_family = AF_INET;
-        ((struct sockaddr_in *)&ss)->sin_port = htons(port);
-        len = sizeof(struct sockaddr_in);
-    } else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
-        ((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
-        len = sizeof(struct sockaddr_in6);
-    } else {
-        snprintf(err, errlen, "filtermail_host %s is not an IP address", host);
-        return -1;
-    }
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 511) < 0) {
-        snprintf(err, errlen, "cannot listen on %s port %u: %s", host, (unsigned)port,
-                 strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 static void usage(const char *argv0)
 {
     fprintf(stderr, "Usage: %s [-t idle_seconds] <config_file>\n", argv0);
@@ -459,7 +428,9 @@ int main(int argc, char **argv)
     struct MHD_Daemon *d;
     sigset_t sigs;
     unsigned idle = IDLE_TIMEOUT;
-    int fd, opt, sig;
+    struct listener_addr laddr;
+    struct listener lsn;
+    int opt, sig;
 
     if (argc == 2 && strcmp(argv[1], "-V") == 0) {
         printf("filtermail-mxdeliv %s\n", FILTERMAIL_VERSION);
@@ -501,8 +472,10 @@ int main(int argc, char **argv)
                                         .helo = helo,
                                         .timeout_ms = SMTP_TIMEOUT_MS};
 
-    fd = listen_on(cfg->filtermail_host, cfg->filtermail_http_port_incoming, err, sizeof(err));
-    if (fd < 0) {
+    /* filtermail_host is an IP address (checked at load). */
+    if (listener_addr_inet(cfg->filtermail_host, cfg->filtermail_http_port_incoming, &laddr, err,
+                           sizeof(err)) < 0 ||
+        listener_open(&lsn, &laddr, 511, 0, err, sizeof(err)) < 0) {
         fprintf(stderr, "Server error: %s\n", err);
         return 1;
     }
@@ -522,7 +495,7 @@ int main(int argc, char **argv)
     d = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
         NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
-        (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+        (MHD_socket)lsn.fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
         MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)CONNECTION_MEMORY, MHD_OPTION_THREAD_STACK_SIZE, (size_t)THREAD_STACK,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);

@@ -107,7 +107,7 @@ static size_t nconns;
 static bool dirty; /* the table changed since the last snapshot */
 static uint64_t last_full_warning;
 static uint64_t last_accept_warning;
-static struct listener_spec lspec;
+static struct listener lsn;
 
 static noreturn void config_fatal(const char *key, const char *value, const char *why)
 {
@@ -777,7 +777,8 @@ static void reload_config(void)
 
 int main(int argc, char **argv)
 {
-    char err[1024], privspec[256];
+    char err[1024];
+    struct listener_addr laddr;
     struct config *c;
     struct ratelimit_config rc;
     struct redislimit_target rt;
@@ -802,8 +803,8 @@ int main(int argc, char **argv)
     cfg = c;
     log_init(argv[0], cfg->log_level);
 
-    if (listener_parse(cfg->policy_socket, &lspec, err, sizeof(err)) < 0)
-        config_fatal("filtermail_policy_socket", cfg->policy_socket, err);
+    if (listener_parse(cfg->policy_socket, &laddr, err, sizeof(err)) < 0)
+        config_fatal("filtermail_policy_socket", cfg->policy_socket, err); /* checked at load */
     if (cfg->ratelimit_redis[0] != '\0' &&
         redislimit_parse_url(cfg->ratelimit_redis, &rt, err, sizeof(err)) < 0)
         config_fatal("filtermail_ratelimit_redis", "value", err);
@@ -831,15 +832,12 @@ int main(int argc, char **argv)
     if (signal_fd < 0 || epfd < 0)
         fatal("cannot set up the event loop: %s", strerror(errno));
 
-    /* Only the owner and the group (Postfix) may connect. */
-    umask(007);
-    listen_fd = listener_open(&lspec, 1024, err, sizeof(err));
-    if (listen_fd < 0) {
+    if (listener_open(&lsn, &laddr, 1024, SOCK_NONBLOCK, err, sizeof(err)) < 0) {
         fprintf(stderr, "Server error: %s\n", err);
         return 1;
     }
-    listener_privs_spec(&lspec, cfg->policy_socket, privspec, sizeof(privspec));
-    if (privs_drop(cfg->user, privspec, cfg->socket_group, err, sizeof(err)) < 0) {
+    listen_fd = lsn.fd;
+    if (privs_drop(cfg->user, cfg->policy_socket, cfg->socket_group, err, sizeof(err)) < 0) {
         fprintf(stderr, "Server error: %s\n", err);
         return 1;
     }
@@ -920,8 +918,7 @@ int main(int argc, char **argv)
     sdnotify_stopping();
     snapshot_save("shutdown");
     redislimit_free(&redis);
-    if (lspec.is_unix)
-        unlink(lspec.path); /* may fail after the privilege drop; the next start copes */
+    listener_close(&lsn);
     ratelimit_free(&rl);
     /* c is the first configuration: the running one, or the first retired. */
     for (size_t i = 0; i < nretired; i++)
