@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -162,15 +163,62 @@ static void log_accepted(const struct req *r)
              elapsed(r));
 }
 
+/* The request headers in the order of libmicrohttpd's buffer. */
+struct headers {
+    const char **key, **value;
+    size_t *len, n, cap;
+    bool failed;
+};
+
 static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                       size_t key_size, const char *value, size_t value_size)
 {
-    struct req *r = cls;
+    struct headers *h = cls;
     (void)kind;
     (void)key_size;
-    request_envelope_header(&r->env, key, value != NULL ? value : "",
-                            value != NULL ? value_size : 0);
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 32;
+        const char **k = realloc(h->key, cap * sizeof(*k));
+        if (k != NULL)
+            h->key = k;
+        const char **v = realloc(h->value, cap * sizeof(*v));
+        if (v != NULL)
+            h->value = v;
+        size_t *l = realloc(h->len, cap * sizeof(*l));
+        if (l != NULL)
+            h->len = l;
+        if (k == NULL || v == NULL || l == NULL) {
+            h->failed = true;
+            return MHD_NO;
+        }
+        h->cap = cap;
+    }
+    h->key[h->n] = key;
+    h->value[h->n] = value;
+    h->len[h->n] = value != NULL ? value_size : 0;
+    h->n++;
     return MHD_YES;
+}
+
+/* The envelope from the request headers; a value cut at a NUL counts whole
+ * (request_value_len), so that it is refused rather than shortened. */
+static void read_envelope(struct MHD_Connection *c, struct req *r)
+{
+    struct headers h = {0};
+
+    MHD_get_connection_values_n(c, MHD_HEADER_KIND, collect_header, &h);
+    if (h.failed)
+        r->env.error = REQUEST_REPLY_NO_MEMORY;
+    for (size_t i = 0; i < h.n && !h.failed; i++) {
+        const char *v = h.value[i];
+        size_t len = h.len[i];
+        if (v != NULL && strncasecmp(h.key[i], "X-Mail-", 7) == 0)
+            len = request_value_len(v, len, i + 1 < h.n ? h.key[i + 1] : NULL);
+        request_envelope_header(&r->env, h.key[i], v != NULL ? v : "", len);
+    }
+    free(h.key);
+    free(h.value);
+    free(h.len);
 }
 
 /* The first call, with the headers in: method, envelope, declared size,
@@ -185,7 +233,7 @@ static enum MHD_Result on_headers(struct MHD_Connection *c, struct req *r, const
         log_info(TARGET, "(HTTP) 405 %s from %s", esc, r->peer);
         return answer(c, r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
-    MHD_get_connection_values_n(c, MHD_HEADER_KIND, collect_header, r);
+    read_envelope(c, r);
     if (r->env.error != NULL)
         return answer_reply(c, r, r->env.error, NULL);
 

@@ -62,11 +62,24 @@ void request_envelope_init(struct request_envelope *e);
 /* Takes one request header, name and value as the HTTP parser gave them
  * (the value's surrounding spaces and tabs are ignored). Names other than
  * X-Mail-From and X-Mail-To (any case) are ignored, and so is every header
- * after the first refused one. Returns 0, or -1 when this value is refused:
+ * after the first refused one; a longer name starting with one of them (a
+ * folded line joined to the name) is refused as a bad address. Returns 0, or -1 when this value is refused:
  * e->error then holds the reply (REQUEST_REPLY_BAD_SENDER, _BAD_RCPT,
  * _TOO_MANY_RCPTS or _NO_MEMORY). */
 int request_envelope_header(struct request_envelope *e, const char *name, const char *value,
                             size_t value_len);
+
+/* The true length of a header value as libmicrohttpd (0.9.75) hands it over
+ * in its read buffer: it ends each header line by overwriting the CR and LF
+ * with NULs and gives the value's length up to the first NUL, so a NUL the
+ * client sent inside the value cuts it ("two@example.org" NUL "evil...") and
+ * the rest of the line would go unseen. value[value_len] must be NUL and
+ * value[value_len + 1] readable (true in libmicrohttpd's buffer, where the
+ * empty line ending the headers follows the last one); next_key is the name
+ * of the header after this one in the buffer, or NULL. Returns value_len
+ * when the line really ended there, else the length through the end of the
+ * line, so that the value, NUL included, is refused as an address. Pure. */
+size_t request_value_len(const char *value, size_t value_len, const char *next_key);
 
 /* Frees the recipients; the envelope is empty and reusable afterwards. */
 void request_envelope_free(struct request_envelope *e);
