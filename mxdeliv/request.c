@@ -5,18 +5,6 @@
 #include <string.h>
 #include <strings.h>
 
-bool request_address_ok(const char *v, size_t len)
-{
-    if (len == 0 || len > REQUEST_ADDRESS_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if (c < 0x21 || c > 0x7e || c == '<' || c == '>')
-            return false;
-    }
-    return true;
-}
-
 size_t request_value_len(const char *value, size_t value_len, const char *next_key)
 {
     const char *end = value + value_len;
@@ -102,7 +90,7 @@ int request_envelope_header(struct request_envelope *e, const char *name, const 
         value_len--;
 
     if (!from) {
-        if (!request_address_ok(value, value_len))
+        if (!address_path_ok(value, value_len))
             return refuse(e, REQUEST_REPLY_BAD_RCPT);
         return add_rcpt(e, value, value_len);
     }
@@ -112,7 +100,7 @@ int request_envelope_header(struct request_envelope *e, const char *name, const 
         e->sender_seen = true;
         return 0;
     }
-    if (!request_address_ok(value, value_len))
+    if (!address_path_ok(value, value_len))
         return refuse(e, REQUEST_REPLY_BAD_SENDER);
     if (!e->sender_seen) {
         memcpy(e->sender, value, value_len);

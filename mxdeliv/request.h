@@ -6,8 +6,8 @@
  *    counts; absent, empty or "<>" is the null sender) and one X-Mail-To per
  *    recipient, in header order. A value that could change the SMTP command
  *    it is put into (angle brackets, spaces, control characters, anything
- *    but visible ASCII) is refused with a `501` reply, so it never reaches
- *    SMTP;
+ *    but visible ASCII: address_path_ok()) is refused with a `501` reply, so
+ *    it never reaches SMTP;
  *  - the body, SMTP-transparent mail data (CRLF line ends, leading dots
  *    doubled, no final dot line), checked as it streams by. The checker says
  *    which bytes may be passed on to the SMTP DATA at once: never a byte
@@ -24,9 +24,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The longest address accepted: RFC 5321's 256-octet path less the angle
- * brackets. */
-#define REQUEST_ADDRESS_MAX 254
+#include "address.h"
+
+/* The longest address accepted (address_path_ok()). */
+#define REQUEST_ADDRESS_MAX ADDRESS_PATH_MAX
 
 /* The most recipients one request may name (Postfix's smtpd_recipient_limit
  * defaults to 1000). */
@@ -41,11 +42,6 @@
 #define REQUEST_REPLY_TOO_BIG "552 Message exceeds maximum size"
 #define REQUEST_REPLY_OK "250 OK"
 #define REQUEST_REPLY_NO_MEMORY "451 Out of memory"
-
-/* True when the len bytes of v may stand between the angle brackets of
- * `MAIL FROM:<...>` or `RCPT TO:<...>` as they are: 1 to REQUEST_ADDRESS_MAX
- * bytes of visible ASCII (0x21-0x7e) other than '<' and '>'. */
-bool request_address_ok(const char *v, size_t len);
 
 /* The envelope of one request. Fields are read-only for callers. */
 struct request_envelope {

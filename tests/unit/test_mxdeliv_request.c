@@ -8,45 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void test_address_ok(void)
-{
-    static const struct {
-        const char *in;
-        bool want;
-    } cases[] = {
-        {"alice@example.org", true},
-        {"SRS0=abc=XY=example.com=bob@example.net", true},
-        {"t7@[192.0.2.0]", true},
-        {"t8@[IPv6:2001:db8::1]", true},
-        {"\"quoted\"@example.org", true},
-        {"a@b", true},
-        {"", false},
-        {"<a@b>", false},
-        {"a@b>", false},
-        {"a@b> NOTIFY=NEVER", false},
-        {"a@b NOTIFY=NEVER", false},
-        {" a@b", false},
-        {"a@b\t", false},
-        {"a@b\r\nRSET", false},
-        {"a@b\n", false},
-        {"a\x01@b", false},
-        {"a\x7f@b", false},
-        {"j\xc3\xb6rg@example.org", false},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        CHECKF(request_address_ok(cases[i].in, strlen(cases[i].in)) == cases[i].want, "%s",
-               cases[i].in);
-    /* NUL inside the value (the HTTP parser gives lengths). */
-    CHECK(!request_address_ok("a@b\0c", 5));
-
-    char longest[REQUEST_ADDRESS_MAX + 2];
-    memset(longest, 'a', sizeof(longest));
-    longest[0] = 'x';
-    longest[5] = '@';
-    CHECK(request_address_ok(longest, REQUEST_ADDRESS_MAX));
-    CHECK(!request_address_ok(longest, REQUEST_ADDRESS_MAX + 1));
-}
-
 static void test_envelope(void)
 {
     struct request_envelope e;
@@ -364,7 +325,6 @@ static void test_http_status(void)
 
 int main(void)
 {
-    UNIT_RUN(test_address_ok);
     UNIT_RUN(test_envelope);
     UNIT_RUN(test_folded_name_refused);
     UNIT_RUN(test_value_cut_at_nul);
