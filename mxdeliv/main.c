@@ -31,7 +31,6 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,14 +67,14 @@
 /* Each connect, read and write towards Postfix (spec 3.5). */
 #define SMTP_TIMEOUT_MS 60000
 
-static const struct config *cfg;
-/* max_message_size, the one setting SIGHUP changes while serving. */
-static _Atomic uint64_t max_size;
-static struct reinject_config smtp_cfg;
+/* The running configuration: each request holds the one it started with. */
+static struct config_live *live;
 static char helo[INET6_ADDRSTRLEN + 8];
 
 /* One request. */
 struct req {
+    const struct config *cfg; /* a reference, for the whole request */
+    struct reinject_config smtp_cfg; /* the session keeps a pointer to it */
     struct request_envelope env;
     struct request_body body;
     struct reinject *smtp;       /* open while the body streams to Postfix */
@@ -244,7 +243,7 @@ static enum MHD_Result on_headers(struct MHD_Connection *c, struct req *r, const
         errno = 0;
         char *end;
         unsigned long long n = strtoull(cl, &end, 10);
-        if (errno != 0 || end == cl || n > atomic_load(&max_size)) {
+        if (errno != 0 || end == cl || n > r->cfg->max_message_size) {
             r->body.size = errno == 0 && end != cl ? n : UINT64_MAX;
             return answer_reply(c, r, REQUEST_REPLY_TOO_BIG, NULL);
         }
@@ -258,7 +257,11 @@ static enum MHD_Result on_headers(struct MHD_Connection *c, struct req *r, const
     }
     if (r->env.nrcpts == 0)
         return MHD_YES; /* read and check the body, then drop it (spec Q11) */
-    if (reinject_open(&smtp_cfg, &r->smtp, &r->reply) < 0 ||
+    r->smtp_cfg = (struct reinject_config){.host = r->cfg->postfix_host,
+                                           .port = r->cfg->postfix_reinject_port_incoming,
+                                           .helo = helo,
+                                           .timeout_ms = SMTP_TIMEOUT_MS};
+    if (reinject_open(&r->smtp_cfg, &r->smtp, &r->reply) < 0 ||
         reinject_envelope(r->smtp, r->env.sender, r->env.rcpts, r->env.nrcpts, &r->reply) < 0) {
         reinject_close(&r->smtp);
         return answer_reply(c, r, r->reply.text, r->reply.detail);
@@ -279,7 +282,7 @@ static enum MHD_Result refuse_oversize_chunked(struct MHD_Connection *c, struct 
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 
     log_info(TARGET, "(HTTP) 413 %s (from %s, chunked body over %llu bytes)", REQUEST_REPLY_TOO_BIG,
-             r->peer, (unsigned long long)atomic_load(&max_size));
+             r->peer, (unsigned long long)r->cfg->max_message_size);
     r->answered = true;
     if (ci != NULL) {
         (void)send(ci->connect_fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -364,7 +367,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_NO;
         *req_cls = r;
         request_envelope_init(&r->env);
-        request_body_init(&r->body, atomic_load(&max_size));
+        r->cfg = config_live_get(live);
+        request_body_init(&r->body, r->cfg->max_message_size);
         r->start = clock_mono_ns();
         peer_name(c, r->peer, sizeof(r->peer));
         return on_headers(c, r, method);
@@ -414,6 +418,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
                  termination(why), r->smtp != NULL ? "; message discarded" : "");
     reinject_close(&r->smtp);
     request_envelope_free(&r->env);
+    config_release(&r->cfg);
     free(r);
     *req_cls = NULL;
 }
@@ -444,35 +449,35 @@ static void usage(const char *argv0)
 
 /* SIGHUP: max_message_size applies to the next requests; the other settings
  * (addresses, ports, user, log level) need a restart, which is logged. A file
- * that does not load keeps the running configuration. */
+ * that does not load keeps the running configuration. Requests under way
+ * keep the configuration they started with. */
 static void reload_config(const char *path)
 {
     char err[1024];
     struct config *n;
+    const struct config *cur = config_live_get(live);
+    const char *restart;
 
-    if (config_load(path, &n, err, sizeof(err)) < 0) {
+    if (config_reload(path, cur, CONFIG_PROG_MXDELIV, NULL, &n, &restart, err, sizeof(err)) < 0) {
         log_err("filtermail", "Failed to reload config: %s (keeping the running configuration)",
                 err);
+        config_release(&cur);
         return;
     }
-    static const char *const fixed[] = {
-        "filtermail_host", "filtermail_http_port_incoming", "postfix_host",
-        "postfix_reinject_port_incoming", "filtermail_user", "filtermail_log_level", NULL,
-    };
-    const char *changed = config_changed(cfg, n, fixed);
-    if (changed != NULL)
+    config_release(&cur);
+    if (restart != NULL)
         log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes "
-                 "effect at the next restart", changed, path);
-    max_size = n->max_message_size;
+                 "effect at the next restart", restart, path);
     log_info("filtermail", "configuration reloaded from %s: max_message_size %llu", path,
              (unsigned long long)n->max_message_size);
-    config_free(&n);
+    config_live_set(live, n);
 }
 
 int main(int argc, char **argv)
 {
     char err[1024];
     struct config *c;
+    const struct config *cfg;
     struct MHD_Daemon *d;
     sigset_t sigs;
     unsigned idle = IDLE_TIMEOUT;
@@ -511,14 +516,14 @@ int main(int argc, char **argv)
         return 1;
     }
     cfg = c;
-    max_size = cfg->max_message_size;
     log_init(argv[0], cfg->log_level);
+    live = config_live_new(c); /* owns c from here on */
+    if (live == NULL) {
+        fprintf(stderr, "Server error: out of memory\n");
+        return 1;
+    }
 
     reinject_helo_name(cfg->filtermail_host, helo, sizeof(helo));
-    smtp_cfg = (struct reinject_config){.host = cfg->postfix_host,
-                                        .port = cfg->postfix_reinject_port_incoming,
-                                        .helo = helo,
-                                        .timeout_ms = SMTP_TIMEOUT_MS};
 
     /* filtermail_host is an IP address (checked at load). */
     if (listener_addr_inet(cfg->filtermail_host, cfg->filtermail_http_port_incoming, &laddr, err,
@@ -576,7 +581,6 @@ int main(int argc, char **argv)
     }
     sdnotify_stopping();
     MHD_stop_daemon(d);
-    config_free(&c);
-    cfg = NULL;
+    config_live_free(&live);
     return 0;
 }

@@ -92,7 +92,7 @@ struct list {
     struct conn *head, *tail;
 };
 
-static const struct config *cfg;
+static struct config *cfg;
 static const char *config_path;
 static int epfd = -1;
 static struct watch listener_w = {W_LISTENER}, signal_w = {W_SIGNAL}, redis_w = {W_REDIS};
@@ -692,73 +692,41 @@ static void tick(uint64_t now)
     }
 }
 
-/* Configurations replaced by SIGHUP, freed at exit. */
-static struct config *retired[64];
-static size_t nretired;
-
 /* SIGHUP: re-reads the configuration. New limits and exemptions apply at once,
  * with every sender's state carried over (saved and loaded as the snapshot
  * is, so waits are cut to what the new limits allow); connections stay open.
  * Socket, user, log level, Redis and snapshot settings need a restart, which
  * is logged; with Redis the limits do too (its client holds them). A file
- * that does not load keeps the running configuration. */
+ * that does not load keeps the running configuration. The new configuration
+ * replaces the old one whole, so any number of reloads keeps one. */
 static void reload_config(void)
 {
-    char err[1024];
-    struct config *n;
-
-    if (nretired == sizeof(retired) / sizeof(retired[0])) {
-        log_err("filtermail", "Failed to reload config: reloaded %zu times; restart instead",
-                nretired);
-        return;
-    }
-    if (config_load(config_path, &n, err, sizeof(err)) < 0) {
-        log_err("filtermail", "Failed to reload config: %s (keeping the running configuration)",
-                err);
-        return;
-    }
     static const char *const limit_keys[] = {
         "max_user_send_per_minute", "max_user_send_burst_size", "filtermail_ratelimit_exempt",
         NULL,
     };
-    static const char *const fixed[] = {
-        "filtermail_policy_socket", "filtermail_user", "filtermail_socket_group",
-        "filtermail_log_level", "filtermail_ratelimit_redis",
-        "filtermail_ratelimit_redis_fallback", "filtermail_ratelimit_state", NULL,
-    };
-    const char *changed = config_changed(cfg, n, fixed);
-    const char *limit = config_changed(cfg, n, limit_keys);
-    bool limits = limit != NULL;
-    if (changed == NULL && limits && redis != NULL)
-        changed = limit; /* the Redis client holds the limits */
-    if (changed != NULL) {
-        log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes "
-                 "effect at the next restart", changed, config_path);
-        limits = limits && redis == NULL;
+    char err[1024];
+    struct config *n;
+    const char *restart;
+
+    if (config_reload(config_path, cfg, CONFIG_PROG_POLICYD, redis != NULL ? limit_keys : NULL,
+                      &n, &restart, err, sizeof(err)) < 0) {
+        log_err("filtermail", "Failed to reload config: %s (keeping the running configuration)",
+                err);
+        return;
     }
-    if (limits) {
+    if (restart != NULL)
+        log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes "
+                 "effect at the next restart", restart, config_path);
+    if (config_changed(cfg, n, limit_keys) != NULL) {
         struct ratelimit_config rc = {
             .per_minute = n->max_user_send_per_minute,
             .burst = n->max_user_send_burst_size,
             .exempt = &n->ratelimit_exempt,
         };
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&buf, &len);
         struct ratelimit *nrl = NULL;
-        if (f != NULL && ratelimit_save(rl, f, clock_mono_ns(), clock_wall_ns()) >= 0 &&
-            fclose(f) == 0 &&
-            getrandom(rc.seed, sizeof(rc.seed), 0) == (ssize_t)sizeof(rc.seed) &&
-            (nrl = ratelimit_new(&rc)) != NULL) {
-            f = fmemopen(buf, len, "r");
-            if (f == NULL ||
-                ratelimit_load(nrl, f, clock_mono_ns(), clock_wall_ns(), err, sizeof(err)) < 0) {
-                ratelimit_free(&nrl);
-            }
-            if (f != NULL)
-                fclose(f);
-        }
-        free(buf);
+        if (getrandom(rc.seed, sizeof(rc.seed), 0) == (ssize_t)sizeof(rc.seed))
+            nrl = ratelimit_rebuild(rl, &rc, clock_mono_ns(), clock_wall_ns());
         if (nrl == NULL) {
             log_err("filtermail", "Failed to reload config: cannot carry the senders' state "
                     "over (keeping the running configuration)");
@@ -769,7 +737,7 @@ static void reload_config(void)
         rl = nrl;
         dirty = true;
     }
-    retired[nretired++] = (struct config *)cfg;
+    config_free(&cfg);
     cfg = n;
     log_info("filtermail", "configuration reloaded from %s: %u messages a minute, bursts of %u",
              config_path, cfg->max_user_send_per_minute, cfg->max_user_send_burst_size);
@@ -920,14 +888,6 @@ int main(int argc, char **argv)
     redislimit_free(&redis);
     listener_close(&lsn);
     ratelimit_free(&rl);
-    /* c is the first configuration: the running one, or the first retired. */
-    for (size_t i = 0; i < nretired; i++)
-        if (retired[i] != c)
-            config_free(&retired[i]);
-    if (cfg != c) {
-        struct config *last = (struct config *)cfg;
-        config_free(&last);
-    }
-    config_free(&c);
+    config_free(&cfg);
     return 0;
 }
