@@ -38,7 +38,8 @@ static int listener_host(const char *s, size_t n, struct listener_addr *a, char 
     if (n >= sizeof(a->host))
         return listener_error(err, errlen, "host name too long");
     for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] <= ' ' || s[i] == '/' || s[i] == '@' || s[i] == 0x7f)
+        if ((unsigned char)s[i] <= ' ' || s[i] == '/' || s[i] == '@' || s[i] == '[' ||
+            s[i] == ']' || s[i] == 0x7f)
             return listener_error(err, errlen, "bad host");
     memcpy(a->host, s, n);
     a->host[n] = '\0';

@@ -58,6 +58,8 @@ static void test_parse(void)
         {"inet6:::1", 0, NULL, 0},
         {"inet:host name:25", 0, NULL, 0},
         {"inet:a/b:25", 0, NULL, 0},
+        {"inet:88@ll::1]:10040", 0, NULL, 0}, /* found by fuzz_listener */
+        {"inet:[[::1]]:25", 0, NULL, 0},
         {"inet:", 0, NULL, 0},
         {"", 0, NULL, 0},
     };
