@@ -166,7 +166,7 @@ static int fileio_copy_to_named(struct fileio_atomic *w)
         goto fail;
     }
     return 0;
-fail: {
+fail : {
     int e = errno;
     if (out >= 0)
         close(out);

@@ -44,10 +44,10 @@ int fileio_read(int dirfd, const char *path, int extra_flags, size_t max, char *
  * writes the content to (blocking; fd_write_all() or fdopen(dup(fd))). */
 struct fileio_atomic {
     int fd;
-    int dirfd;          /* where name lives */
-    char name[4096];    /* the target, relative to dirfd */
-    char tmp[4200];     /* the temporary name, when one is used */
-    int named;          /* the content is in tmp (the fallback) */
+    int dirfd;       /* where name lives */
+    char name[4096]; /* the target, relative to dirfd */
+    char tmp[4200];  /* the temporary name, when one is used */
+    int named;       /* the content is in tmp (the fallback) */
 };
 
 /* Starts replacing `name` (relative to dirfd, or absolute) with a new file of

@@ -18,8 +18,7 @@ static int listener_error(char *err, size_t errlen, const char *what)
 }
 
 /* Copies a port of 1-65535 written in decimal. */
-static int listener_port(const char *s, size_t n, struct listener_addr *a, char *err,
-                         size_t errlen)
+static int listener_port(const char *s, size_t n, struct listener_addr *a, char *err, size_t errlen)
 {
     long port;
     if (n == 0 || n >= sizeof(a->port) || strspn(s, "0123456789") < n)
@@ -32,8 +31,7 @@ static int listener_port(const char *s, size_t n, struct listener_addr *a, char 
     return 0;
 }
 
-static int listener_host(const char *s, size_t n, struct listener_addr *a, char *err,
-                         size_t errlen)
+static int listener_host(const char *s, size_t n, struct listener_addr *a, char *err, size_t errlen)
 {
     if (n >= sizeof(a->host))
         return listener_error(err, errlen, "host name too long");
@@ -59,8 +57,7 @@ static int listener_parse_unix(const char *p, struct listener_addr *a, char *err
 }
 
 /* libmilter's PORT@HOST, or PORT alone for every address. */
-static int listener_parse_milter(const char *p, struct listener_addr *a, char *err,
-                                 size_t errlen)
+static int listener_parse_milter(const char *p, struct listener_addr *a, char *err, size_t errlen)
 {
     const char *at = strchr(p, '@');
     size_t plen = at != NULL ? (size_t)(at - p) : strlen(p);
@@ -74,8 +71,7 @@ static int listener_parse_milter(const char *p, struct listener_addr *a, char *e
 }
 
 /* HOST:PORT or [IPV6]:PORT. */
-static int listener_parse_hostport(const char *p, struct listener_addr *a, char *err,
-                                   size_t errlen)
+static int listener_parse_hostport(const char *p, struct listener_addr *a, char *err, size_t errlen)
 {
     const char *hs, *he, *colon;
     if (p[0] == '[') {
@@ -208,7 +204,8 @@ static int listener_open_unix(struct listener *l, int backlog, int sock_flags, c
     e = errno;
     umask(old);
     if (rc < 0 || listen(fd, backlog) < 0 || stat(l->addr.path, &st) < 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", l->addr.path, strerror(rc < 0 ? e : errno));
+        snprintf(err, errlen, "cannot listen on %s: %s", l->addr.path,
+                 strerror(rc < 0 ? e : errno));
         close(fd);
         return -1;
     }
@@ -221,7 +218,8 @@ static int listener_open_unix(struct listener *l, int backlog, int sock_flags, c
 static int listener_open_inet(struct listener *l, int backlog, int sock_flags, char *err,
                               size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = l->addr.family, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = l->addr.family,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL, *ai;
     char name[300];

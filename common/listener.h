@@ -34,7 +34,7 @@ struct listener_addr {
     char path[108]; /* sun_path, when is_unix */
     char host[256]; /* "" for every address */
     char port[8];
-    int family;     /* AF_UNSPEC, or AF_INET6 for inet6: */
+    int family; /* AF_UNSPEC, or AF_INET6 for inet6: */
 };
 
 /* Parses a socket address in any accepted form. Returns 0, or -1 with a

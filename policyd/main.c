@@ -71,28 +71,31 @@ static struct ratelimit *limiter_for(const struct config *c, const struct rateli
 static void reload_config(struct server *srv, struct snapshot *snap)
 {
     static const char *const limit_keys[] = {
-        "max_user_send_per_minute", "max_user_send_burst_size", "filtermail_ratelimit_exempt",
+        "max_user_send_per_minute",
+        "max_user_send_burst_size",
+        "filtermail_ratelimit_exempt",
         NULL,
     };
     char err[1024];
     struct config *n;
     const char *restart;
 
-    if (config_reload(config_path, cfg, CONFIG_PROG_POLICYD,
-                      server_shared(srv) ? limit_keys : NULL, &n, &restart, err,
-                      sizeof(err)) < 0) {
+    if (config_reload(config_path, cfg, CONFIG_PROG_POLICYD, server_shared(srv) ? limit_keys : NULL,
+                      &n, &restart, err, sizeof(err)) < 0) {
         log_err("filtermail", "Failed to reload config: %s (keeping the running configuration)",
                 err);
         return;
     }
     if (restart != NULL)
-        log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes "
-                 "effect at the next restart", restart, config_path);
+        log_warn("filtermail",
+                 "%s (and the other start-up settings) changed in %s: takes "
+                 "effect at the next restart",
+                 restart, config_path);
     if (config_changed(cfg, n, limit_keys) != NULL) {
         struct ratelimit *nrl = limiter_for(n, server_ratelimit(srv));
         if (nrl == NULL) {
             log_err("filtermail", "Failed to reload config: cannot carry the senders' state "
-                    "over (keeping the running configuration)");
+                                  "over (keeping the running configuration)");
             config_free(&n);
             return;
         }
@@ -153,8 +156,10 @@ int main(int argc, char **argv)
         panic("filtermail_policy_socket passed config_load: %s", err);
     if (cfg->ratelimit_redis[0] != '\0') {
         if (redislimit_parse_url(cfg->ratelimit_redis, &rt, err, sizeof(err)) < 0) {
-            fprintf(stderr, "Failed to read config: %s: invalid filtermail_ratelimit_redis "
-                    "value: %s\n", config_path, err);
+            fprintf(stderr,
+                    "Failed to read config: %s: invalid filtermail_ratelimit_redis "
+                    "value: %s\n",
+                    config_path, err);
             return 1;
         }
         sp.redis = &rt;
@@ -191,7 +196,7 @@ int main(int argc, char **argv)
     log_info("filtermail", "entering serving loop");
     log_info(TARGET, "listening on %s: %u messages a minute, bursts of %u, %s", cfg->policy_socket,
              cfg->max_user_send_per_minute, cfg->max_user_send_burst_size,
-             sp.redis == NULL     ? "state in this process"
+             sp.redis == NULL    ? "state in this process"
              : sp.fallback_defer ? "state in Redis (deferring mail when it is unavailable)"
                                  : "state in Redis (limiting locally when it is unavailable)");
     sdnotify_ready(sp.redis == NULL ? "serving, state in this process" : "serving, state in Redis");

@@ -470,7 +470,7 @@ static void redis_log(void *arg, enum log_level level, const char *text)
     log_msg(level, TARGET, "%s%s", text,
             level == LOGL_WARN && strncmp(text, "cannot use", 10) == 0
                 ? (s->fallback_defer ? "; deferring mail until it is back"
-                                  : "; limiting on this node alone until it is back")
+                                     : "; limiting on this node alone until it is back")
                 : "");
 }
 

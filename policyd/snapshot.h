@@ -31,8 +31,7 @@ void snapshot_free(struct snapshot **sp);
 
 /* Reads the file into the (empty) table at start; a missing file is no
  * error, a bad one is logged and ignored. Returns the senders loaded. */
-long snapshot_load(struct snapshot *s, struct ratelimit *rl, uint64_t now_mono,
-                   uint64_t now_wall);
+long snapshot_load(struct snapshot *s, struct ratelimit *rl, uint64_t now_mono, uint64_t now_wall);
 
 /* Notes that the in-process table changed since the last save. */
 void snapshot_touch(struct snapshot *s);
