@@ -579,19 +579,19 @@ static const struct config_key *config_key_named(const char *name)
     return NULL;
 }
 
+/* True when the type's field is a char * the config owns. */
+static bool config_type_is_text(enum config_type t)
+{
+    return t != CT_PORT && t != CT_U64 && t != CT_U32_NONZERO && t != CT_BOOL && t != CT_LIST;
+}
+
 static bool field_equal(const struct config_key *k, const struct config *a,
                         const struct config *b)
 {
     const void *x = (const char *)a + k->offset, *y = (const char *)b + k->offset;
-    switch (k->type) {
-    case CT_STRING:
-    case CT_OPTSTRING:
-    case CT_HOST_IP:
-    case CT_LEVEL:
-    case CT_FALLBACK:
-    case CT_LOG_SINK:
-    case CT_SOCKET:
+    if (config_type_is_text(k->type))
         return strcmp(*(char *const *)x, *(char *const *)y) == 0;
+    switch (k->type) {
     case CT_PORT:
         return *(const uint16_t *)x == *(const uint16_t *)y;
     case CT_U64:
@@ -609,8 +609,9 @@ static bool field_equal(const struct config_key *k, const struct config *a,
                 return false;
         return true;
     }
+    default: /* text, above */
+        return false;
     }
-    return false;
 }
 
 const char *config_changed(const struct config *a, const struct config *b,
@@ -628,22 +629,11 @@ const char *config_changed(const struct config *a, const struct config *b,
 static void config_free_field(struct config *cfg, const struct config_key *k)
 {
     void *field = (char *)cfg + k->offset;
-    switch (k->type) {
-    case CT_STRING:
-    case CT_OPTSTRING:
-    case CT_HOST_IP:
-    case CT_LEVEL:
-    case CT_FALLBACK:
-    case CT_LOG_SINK:
-    case CT_SOCKET:
+    if (config_type_is_text(k->type)) {
         free(*(char **)field);
         *(char **)field = NULL;
-        break;
-    case CT_LIST:
+    } else if (k->type == CT_LIST) {
         config_free_list(field);
-        break;
-    default:
-        break;
     }
 }
 
