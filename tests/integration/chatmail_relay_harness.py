@@ -108,9 +108,13 @@ def as_user(user, *argv, **kw):
 
 
 def setup_script(tmp, default_build):
-    """The setup script as `make install` writes it, SBINDIR the build."""
-    path = pathlib.Path(tmp) / "filtermail-postfix-setup"
+    """The installed setup script when the programs are the installed ones
+    (FILTERMAIL_BUILD=/usr/sbin), else the script as `make install` writes
+    it, SBINDIR the build."""
     sbin = (REPO / build_dir(default_build)).resolve()
+    if (sbin / "filtermail-postfix-setup").exists():
+        return sbin / "filtermail-postfix-setup"
+    path = pathlib.Path(tmp) / "filtermail-postfix-setup"
     text = SETUP.read_text()
     text, n = re.subn(r"(?m)^SBINDIR=.*$", f"SBINDIR={sbin}", text)
     if n != 1:
