@@ -51,6 +51,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 
@@ -490,12 +491,12 @@ def _read(path):
         return ""
 
 
-class ChatmailRelays:
-    """a.test (dualstack/) and b.test (ipv4-only/); see the module's docstring."""
+class ChatmailRelays(TwoRelays):
+    """a.test (dualstack/) and b.test (ipv4-only/); see the module's docstring.
+    The zones, stop(), check() and diagnostics() are TwoRelays'."""
 
     ADDRS = {"a.test": "127.0.0.41", "b.test": "127.0.0.42"}
     smtp_port = 25                       # the TLSA records' port
-    _zones = TwoRelays._zones            # MX, A, TLSA and DKIM records, signed
 
     def __init__(self, *, default_build="build/san", early=None):
         """early: {address: password} of accounts made before the setup runs."""
@@ -505,21 +506,9 @@ class ChatmailRelays:
         self.sites = []
         self.records = {}
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop(check=exc[0] is None)
-        return False
-
     def start(self):
         stop_at_exit(self, lambda: self.stop(check=False))
-        try:
-            self._start()
-        except BaseException:
-            self.stop(check=False)
-            raise
-        return self
+        return super().start()
 
     def _start(self):
         for tool in ("dovecot", "doveadm", "setfacl", "nginx", "ldns-signzone"):
@@ -550,8 +539,6 @@ class ChatmailRelays:
             site.start()
 
     def wait_port(self, host, port, what):
-        import socket
-
         def listens():
             try:
                 socket.create_connection((host, port), timeout=2).close()
@@ -562,25 +549,4 @@ class ChatmailRelays:
 
     def stop(self, check=True):
         forget_at_exit(self)
-        problems = []
-        for site in reversed(self.sites):
-            try:
-                site.stop(check=check)
-            except Exception as e:
-                problems.append(e)
-        self.sites = []
-        if self.tmp is not None:
-            if os.environ.get("FILTERMAIL_KEEP_TMP"):
-                print(f"chatmail relays: kept {self.tmp}", flush=True)
-            else:
-                shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-        if problems:
-            raise problems[0]
-
-    def check(self):
-        for site in self.sites:
-            site.check()
-
-    def diagnostics(self, lines=40):
-        return "\n".join(site.diagnostics(lines) for site in self.sites)
+        super().stop(check=check)

@@ -14,17 +14,16 @@ relays, a legacy QR code on one relay), exchange 1:1 and group messages and a
 the transport and mxdeliv. Everything runs in a private network namespace.
 """
 import os
+import pathlib
 import re
+import shutil
 import smtplib
 import ssl
 import subprocess
 import tempfile
-import pathlib
-import shutil
 
-from chatmail_relay_harness import (CONFIGS, MAILBOX_OWNER, ChatmailRelays, as_user,
-                                    enter_private_network, leave_private_network,
-                                    setup_script)
+from chatmail_relay_harness import (CONFIGS, MAILBOX_OWNER, ChatmailRelays,
+                                    enter_private_network, leave_private_network)
 from deltachat_client import DeltaChat
 from harness import HarnessError, postfix_tool, read_mail, set_header, wait_until
 
