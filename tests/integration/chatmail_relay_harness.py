@@ -58,7 +58,8 @@ import tempfile
 from harness import (NOBODY, REPO, SANITIZER_MARKERS, Daemon, HarnessError, forget_at_exit,
                      postfix_tool, stop_at_exit, wait_until)
 from mxdeliv_harness import Mxdeliv, Nginx, TestCA
-from tworelays_harness import SELECTOR, Policyd, TwoRelays, build_dir, program, sh
+from tworelays_harness import (SELECTOR, Policyd, TwoRelays, build_dir, program, read_text,
+                               sh)
 
 CONFIGS = REPO / "tests" / "integration" / "chatmail-relay"
 SETUP = REPO / "packaging" / "filtermail-postfix-setup"
@@ -333,7 +334,7 @@ service auth {{
                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=30)
         if r.returncode != 0:
             raise HarnessError(f"{self.domain}: dovecot did not start:\n"
-                               + _read(d / "start.log") + self.dovecot_log())
+                               + read_text(d / "start.log") + self.dovecot_log())
         self.dovecot_running = True
         wait_until(lambda: (self.spool / "private" / "auth").exists()
                    and (self.spool / "private" / "dovecot-lmtp").exists(),
@@ -347,10 +348,7 @@ service auth {{
                        capture_output=True, timeout=30)
 
     def dovecot_log(self):
-        try:
-            return (self.dovecot_dir / "dovecot.log").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_text(self.dovecot_dir / "dovecot.log")
 
     # -- accounts ------------------------------------------------------------------
 
@@ -401,7 +399,7 @@ service auth {{
         self.postfix_running = True
         if r.returncode != 0:
             raise HarnessError(f"{self.domain}: postfix start failed:\n"
-                               + _read(self.tmp / "postfix-start.log") + self.maillog())
+                               + read_text(self.tmp / "postfix-start.log") + self.maillog())
         for port in (25, 465, 587):
             net.wait_port(self.addr, port, f"{self.domain}'s smtpd on port {port}")
         self.mxdeliv = Mxdeliv(self, filtermail_log_level="debug",
@@ -465,10 +463,10 @@ service auth {{
                                        + text[max(0, i - 2000):i + 4000])
 
     def maillog(self):
-        return _read(self.maillog_path)
+        return read_text(self.maillog_path)
 
     def transport_log_text(self):
-        return _read(self.transport_log)
+        return read_text(self.transport_log)
 
     def milter_log(self):
         return self.milter.log() if self.milter else ""
@@ -482,13 +480,6 @@ service auth {{
         if self.mxdeliv is not None:
             out += "\n--- mxdeliv:\n" + tail(self.mxdeliv.log())
         return out
-
-
-def _read(path):
-    try:
-        return pathlib.Path(path).read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 class ChatmailRelays(TwoRelays):
