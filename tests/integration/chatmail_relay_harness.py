@@ -51,12 +51,13 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 
-from harness import (NOBODY, REPO, SANITIZER_MARKERS, Daemon, HarnessError, forget_at_exit,
-                     postfix_tool, stop_at_exit, wait_until)
+from harness import (NOBODY, REPO, SANITIZER_MARKERS, STOP_TIMEOUT, Daemon, HarnessError,
+                     forget_at_exit, pid_alive, postfix_tool, stop_at_exit, wait_until)
 from mxdeliv_harness import Mxdeliv, Nginx, TestCA
 from tworelays_harness import (SELECTOR, Policyd, TwoRelays, build_dir, program, read_text,
                                sh)
@@ -344,8 +345,16 @@ service auth {{
         if not self.dovecot_running:
             return
         self.dovecot_running = False
-        subprocess.run(["doveadm", "-c", str(self.dovecot_dir / "dovecot.conf"), "stop"],
-                       capture_output=True, timeout=30)
+        try:
+            pid = int(read_text(self.dovecot_dir / "run" / "master.pid").split()[0])
+        except (ValueError, IndexError):
+            raise HarnessError(f"{self.domain}: no Dovecot master.pid")
+        os.kill(pid, signal.SIGTERM)
+        try:
+            wait_until(lambda: not pid_alive(pid), STOP_TIMEOUT, f"{self.domain}'s Dovecot to stop")
+        except HarnessError:
+            os.kill(pid, signal.SIGKILL)
+            raise
 
     def dovecot_log(self):
         return read_text(self.dovecot_dir / "dovecot.log")
