@@ -23,7 +23,10 @@ as root, after `make deb`. In order:
   5. filtermail-postfix-setup on a copy of a chatmail relay's Postfix
      configuration (tests/package/relay-postfix): dry run, wiring, a second
      run that changes nothing, --keep-opendkim and back, the systemd steps
-     (through a stand-in systemctl), and --undo back to the original;
+     in an order with no gap (through a stand-in systemctl that notes whether
+     Postfix is wired at each call), the mailboxes (mode 0700, another
+     user's) searchable by filtermail, also a directory made later with
+     umask 077, and --undo back to the original, byte for byte, ACLs too;
   6. the installed mtail program against tests/package/mtail-sample.log;
      the integration tests against the installed programs
      (FILTERMAIL_BUILD=/usr/sbin); FILTERMAIL_PACKAGE_E2E=0 skips them;
