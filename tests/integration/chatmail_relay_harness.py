@@ -69,6 +69,12 @@ MAILBOX_OWNER = "mail"
 START_TIMEOUT = 20
 DH = pathlib.Path("/usr/share/dovecot/dh.pem")
 
+# dovecot, runuser, ip, ss and the setup script's postconf live in sbin,
+# which a test runner's PATH may lack.
+for _d in ("/usr/sbin", "/sbin"):
+    if _d not in os.environ.get("PATH", "").split(":"):
+        os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":" + _d
+
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _home_netns = None
@@ -511,8 +517,9 @@ class ChatmailRelays(TwoRelays):
         return super().start()
 
     def _start(self):
-        for tool in ("dovecot", "doveadm", "setfacl", "nginx", "ldns-signzone"):
-            if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
+        for tool in ("dovecot", "setfacl", "getfacl", "runuser", "ip", "ss", "unshare",
+                     "nginx", "ldns-signzone"):
+            if shutil.which(tool) is None:
                 raise HarnessError(f"{tool} is not installed (tests/deps.sh)")
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="filtermail-chatmail-"))
         self.tmp.chmod(0o755)
