@@ -8,8 +8,8 @@ with a private Dovecot (IMAP, LMTP delivery, SASL) and mailboxes that belong
 to another user with mode 0700; the accounts are created after the setup as
 chatmail's doveauth creates them (umask 077). See chatmail_relay_harness.py.
 Delta Chat's core (deltachat_client.py) configures alice and carol on
-a.test and bob on b.test; they join each other by securejoin (v3 across the
-relays, a legacy QR code on one relay), exchange 1:1 and group messages and a
+a.test and bob on b.test; they join each other by securejoin (v3 and legacy
+QR codes, across the relays and on one relay, a group invitation too), exchange 1:1 and group messages and a
 5 MB file, and every message they send passes the milter, the policy server,
 the transport and mxdeliv. Everything runs in a private network namespace.
 """
@@ -127,7 +127,11 @@ def test_securejoin_v3_across_relays():
         assert "&v=3" in qr, qr
         kind = bob.call("check_qr", qr)["kind"]
         assert kind == "askVerifyContact", kind
+        cleartext = lambda: net.b.milter_log().count("verdict outgoing accept securejoin")
+        before = cleartext()
         users["bob_chat"], users["alice_knows_bob"] = joined(alice, bob, qr)
+        # v3 sends nothing in cleartext (vc-request-pubkey is encrypted).
+        assert cleartext() == before, "securejoin v3 sent a cleartext message"
     run(go)
 
 
@@ -137,10 +141,37 @@ def test_securejoin_legacy_qr_on_one_relay():
         qr = alice.call("get_chat_securejoin_qr_code", None)
         legacy = qr.replace("&v=3", "")
         assert legacy != qr and "v=" not in legacy.split("#", 1)[1], legacy
+        count = lambda: net.a.milter_log().count("verdict outgoing accept securejoin")
+        before = count()
         users["carol_chat"], users["alice_knows_carol"] = joined(alice, carol, legacy)
         # The legacy vc-request is cleartext: the gate let it pass as one.
-        assert re.search(r"verdict outgoing accept securejoin", net.a.milter_log()), \
-            "no cleartext securejoin message passed a.test's milter"
+        assert count() > before, "no cleartext securejoin message passed a.test's milter"
+    run(go)
+
+
+def test_securejoin_legacy_qr_across_relays():
+    def go():
+        bob, carol = users["bob"], users["carol"]
+        qr = bob.call("get_chat_securejoin_qr_code", None).replace("&v=3", "")
+        count = lambda: net.b.milter_log().count("verdict incoming accept securejoin")
+        before = count()
+        joined(bob, carol, qr)
+        assert count() > before, "no cleartext securejoin message passed b.test's milter"
+    run(go)
+
+
+def test_securejoin_v3_group_invite_on_one_relay():
+    def go():
+        alice, carol = users["alice"], users["carol"]
+        group = alice.call("create_group_chat", "joined by QR code", False)
+        qr = alice.call("get_chat_securejoin_qr_code", group)
+        assert "&v=3" in qr, qr
+        assert carol.call("check_qr", qr)["kind"] == "askVerifyGroup"
+        chat, _ = joined(alice, carol, qr)
+        mark = carol.mark()
+        alice.call("misc_send_text_message", group, "welcome to the QR group")
+        msg = carol.wait_message("welcome to the QR group", since=mark)
+        assert msg["chatId"] == chat, (msg["chatId"], chat)
     run(go)
 
 
