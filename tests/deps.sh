@@ -10,7 +10,7 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       postfix python3 swaks ldnsutils
       libmicrohttpd-dev nginx-light libcurl4-openssl-dev libidn2-dev
       libsystemd-dev debhelper dpkg-dev fakeroot lintian systemd openssl man-db
-      mtail"
+      mtail dovecot-imapd dovecot-lmtpd acl iproute2"
 
 missing=""
 for p in $PKGS; do
@@ -18,7 +18,32 @@ for p in $PKGS; do
         missing="$missing $p"
     fi
 done
-[ -z "$missing" ] && exit 0
+# npm (Debian's, or one that came with Node.js) fetches Delta Chat's core.
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+
+# Delta Chat's core (JSON-RPC over stdio) for the real-relay suite, pinned,
+# from npm into a cache the tests find (tests/integration/deltachat_client.py).
+DC_VERSION=2.62.0
+DC_CACHE=${FILTERMAIL_DELTACHAT_CACHE:-/var/cache/filtermail-tests/deltachat-$DC_VERSION}
+DC_BIN=$DC_CACHE/node_modules/@deltachat/stdio-rpc-server-linux-x64/deltachat-rpc-server
+deltachat() {
+    [ -x "$DC_BIN" ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "deps: $DC_BIN missing (run tests/deps.sh as root)" >&2
+        return 1
+    fi
+    command -v npm >/dev/null 2>&1 || { echo "deps: npm is not installed (apt-get install npm)" >&2; return 1; }
+    echo "deps: installing @deltachat/stdio-rpc-server-linux-x64@$DC_VERSION into $DC_CACHE"
+    mkdir -p "$DC_CACHE"
+    npm install --silent --no-audit --no-fund --prefix "$DC_CACHE" \
+        "@deltachat/stdio-rpc-server-linux-x64@$DC_VERSION" >/dev/null
+    [ -x "$DC_BIN" ] || { echo "deps: npm did not install $DC_BIN" >&2; return 1; }
+}
+
+if [ -z "$missing" ]; then
+    deltachat
+    exit
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "deps: missing Debian packages:$missing" >&2
@@ -31,3 +56,4 @@ export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
+deltachat

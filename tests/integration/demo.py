@@ -15,8 +15,15 @@ test zones; tworelays_harness.py), and the scenarios of the two-relay suite
 (tworelays_story.py) one after the other, each printed with what it
 observed and "ok" or "FAILED".
 
-Exits 0 when every reply of the first part is the one tests/data lists and
-every scenario of the second part went as it must.
+Then the third part, "Delta Chat on two real chatmail relays": a.test and
+b.test rendered from chatmail's own configuration and switched by
+filtermail-postfix-setup, with Dovecot (chatmail_relay_harness.py, in a
+private network namespace); two Delta Chat accounts (the real core over
+JSON-RPC, deltachat_client.py) join by securejoin and chat through the gate.
+
+Exits 0 when every reply of the first part is the one tests/data lists,
+every scenario of the second part went as it must and the chat of the third
+part arrived.
 """
 import os
 import pathlib
@@ -76,6 +83,7 @@ def main():
     print(f"\n{len(rows) - wrong}/{len(rows)} verdicts as expected "
           "(tests/data/verdicts.tsv, tests/data/README.md)")
     failed = two_relays()
+    failed += delta_chat()
     return 1 if wrong or failed else 0
 
 
@@ -122,6 +130,68 @@ def two_relays():
     print(f"\n{len(story.STORY) - failed}/{len(story.STORY)} two-relay scenarios as expected "
           f"({time.monotonic() - started:.0f} s)")
     return failed
+
+
+def delta_chat():
+    """The third part; returns 1 when it failed."""
+    from chatmail_relay_harness import (ChatmailRelays, enter_private_network,
+                                        leave_private_network)
+    from deltachat_client import DeltaChat
+
+    print("\n== Delta Chat on two real chatmail relays\n")
+    started = time.monotonic()
+    enter_private_network()
+    net = ChatmailRelays(default_build="build")
+    try:
+        net.start()
+        for site in net.sites:
+            print(f"{site.domain} ({site.config.name} configuration) on {site.addr}: "
+                  "filtermail-postfix-setup said:")
+            for line in site.setup_output.splitlines():
+                if "may search" in line or "setting(s) changed" in line:
+                    print(f"     {line.split(': ', 1)[1].split('; saved')[0]}")
+        net.a.create_account("alice@a.test", "alice-password-1")
+        net.b.create_account("bob@b.test", "bob-password-123")
+        with DeltaChat(net.tmp / "deltachat") as dc:
+            alice = dc.account("alice@a.test", "alice-password-1", net.a.addr)
+            bob = dc.account("bob@b.test", "bob-password-123", net.b.addr)
+            print("alice@a.test and bob@b.test configured (Delta Chat core "
+                  f"{dc.call('get_system_info')['deltachat_core_version']})")
+            mark = bob.mark()
+            chat = bob.call("secure_join", alice.call("get_chat_securejoin_qr_code", None))
+            bob.wait_event("SecurejoinJoinerProgress", lambda e: e["progress"] == 1000,
+                           since=mark, timeout=90)
+            print("bob scanned alice's QR code: securejoin done, both verified")
+            mark = alice.mark()
+            bob.call("misc_send_text_message", chat, "Hi alice, this is bob on b.test")
+            msg = alice.wait_message("Hi alice", since=mark)
+            print(f"alice got: {msg['text']!r} (encrypted: {msg['showPadlock']})")
+            mark = bob.mark()
+            alice.call("misc_send_text_message",
+                       alice.call("create_chat_by_contact_id", msg["fromId"]),
+                       "Hi bob, alice here on a.test")
+            msg = bob.wait_message("Hi bob", since=mark)
+            print(f"bob got: {msg['text']!r} (encrypted: {msg['showPadlock']})")
+        for site in net.sites:
+            verdicts = [l.split("] ", 1)[1] for l in site.milter_log().splitlines()
+                        if ": verdict " in l]
+            sent = [l for l in site.transport_log_text().splitlines() if "status=sent" in l]
+            print(f"{site.domain}: milter {len(verdicts)} verdicts (last: {verdicts[-1]}); "
+                  f"transport {len(sent)} sent; mxdeliv "
+                  f"{site.mxdeliv.log().count('(HTTP) 200 250 OK')} accepted")
+        net.stop()
+        print(f"\nDelta Chat through the gate: ok ({time.monotonic() - started:.0f} s)")
+        return 0
+    except Exception as e:
+        print(f"FAILED: {e}")
+        try:
+            print(net.diagnostics(15))
+            net.stop(check=False)
+        except Exception:
+            pass
+        return 1
+    finally:
+        leave_private_network()
 
 
 if __name__ == "__main__":

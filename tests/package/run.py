@@ -23,7 +23,10 @@ as root, after `make deb`. In order:
   5. filtermail-postfix-setup on a copy of a chatmail relay's Postfix
      configuration (tests/package/relay-postfix): dry run, wiring, a second
      run that changes nothing, --keep-opendkim and back, the systemd steps
-     (through a stand-in systemctl), and --undo back to the original;
+     in an order with no gap (through a stand-in systemctl that notes whether
+     Postfix is wired at each call), the mailboxes (mode 0700, another
+     user's) searchable by filtermail, also a directory made later with
+     umask 077, and --undo back to the original, byte for byte, ACLs too;
   6. the installed mtail program against tests/package/mtail-sample.log;
      the integration tests against the installed programs
      (FILTERMAIL_BUILD=/usr/sbin); FILTERMAIL_PACKAGE_E2E=0 skips them;
@@ -596,8 +599,16 @@ class PackageCheck:
         pf.mkdir()
         for f in ("main.cf", "master.cf"):
             shutil.copy(HERE / "relay-postfix" / f, pf / f)
+        # The mailboxes as on a relay: another user's, mode 0700.
+        mb = self.tmp / "vmail" / "chat.example.org"
+        (mb / "old@chat.example.org").mkdir(parents=True)
+        mail = pwd.getpwnam("mail")
+        for d in (mb.parent, mb, mb / "old@chat.example.org"):
+            os.chown(d, mail.pw_uid, mail.pw_gid)
+            os.chmod(d, 0o700)
         ini = self.tmp / "relay.ini"
-        ini.write_text("[params]\nmail_domain = chat.example.org\n")
+        ini.write_text("[params]\nmail_domain = chat.example.org\n"
+                       f"mailboxes_dir = {mb}\nfiltermail_dkim_sign = no\n")
         state = self.tmp / "setup-state"
         units = self.tmp / "units"
         units.mkdir()
@@ -610,7 +621,8 @@ class PackageCheck:
             (units / f"{u}.service.active").touch()
         for u in UNITS:
             (units / f"{u}.service").touch()
-        env = {**os.environ, "FILTERMAIL_SETUP_SYSTEMCTL": str(fake), "FAKE_UNITS": str(units)}
+        env = {**os.environ, "FILTERMAIL_SETUP_SYSTEMCTL": str(fake), "FAKE_UNITS": str(units),
+               "FAKE_PFDIR": str(pf)}
         base = ["/usr/sbin/filtermail-postfix-setup", "-c", str(pf), "--state-dir", str(state)]
 
         def setup(*args):
@@ -666,13 +678,27 @@ class PackageCheck:
                      "filtermail_destination_recipient_limit", "filtermail_time_limit"):
             check(f"\n{name} = " in "\n" + main, f"main.cf lacks {name}")
         log = (units / "log").read_text().split("\n")
+        # No gap: filtermail's milter and policy server start before
+        # Postfix points at them, upstream's daemons stop only after.
         want_order = ["enable --now filtermail-milter.service",
                       "enable --now filtermail-policyd.service",
-                      "disable --now filtermail-incoming.service",
-                      "enable --now filtermail-mxdeliv.service",
-                      "disable --now filtermail.service",
-                      "disable --now filtermail-transport.service"]
+                      "disable --now filtermail-incoming.service (wired)",
+                      "enable --now filtermail-mxdeliv.service (wired)",
+                      "disable --now filtermail.service (wired)",
+                      "disable --now filtermail-transport.service (wired)"]
         check([l for l in log if l] == want_order, f"systemctl calls: {log}")
+        master = pc("-M")
+        check("127.0.0.1:10025" not in master and "lmtp-filtermail" not in master
+              and "lmtp-filtermail" not in main, "upstream's 10025 or lmtp-filtermail stayed")
+        # The mailboxes are open to filtermail for searching, also an
+        # account made later as doveauth makes it (umask 077).
+        new = mb / "new@chat.example.org"
+        run(["runuser", "-u", "mail", "--", "sh", "-c", f"umask 077 && mkdir {new}"])
+        for d in (mb, mb / "old@chat.example.org", new):
+            check(run(["runuser", "-u", "filtermail", "--", "test", "-x", str(d)],
+                      check_rc=False).returncode == 0, f"filtermail cannot search {d}")
+            check(run(["runuser", "-u", "filtermail", "--", "ls", str(d)],
+                      check_rc=False).returncode != 0, f"filtermail can list {d}")
         for u in UNITS:
             check((units / f"{u}.service.active").exists(), f"{u} was not started")
         check(not (units / "filtermail-incoming.service.active").exists(),
@@ -693,22 +719,25 @@ class PackageCheck:
         setup(str(ini))
         check(files() == wired, "running without --keep-opendkim again did not go back")
 
-        # The milter could not read flag files in mailbox directories its
-        # user cannot search: the script says so.
-        mb = self.tmp / "vmail"
-        (mb / "user@chat.example.org").mkdir(parents=True)
-        nobody = pwd.getpwnam("nobody")
-        for d in (mb, mb / "user@chat.example.org"):
-            os.chown(d, nobody.pw_uid, nobody.pw_gid)
-            os.chmod(d, 0o700)
-        ini2 = self.tmp / "relay2.ini"
-        ini2.write_text(f"[params]\nmail_domain = chat.example.org\nmailboxes_dir = {mb}\n")
-        out = setup("--dry-run", str(ini2)).stdout
-        check("filtermail cannot search" in out, f"no warning about {mb}:\n{out}")
-
+        out = setup("--dry-run", "--undo").stdout
+        check(files() == wired, "--undo --dry-run changed something")
         (units / "log").unlink()
         setup("--undo")
+        check(files() == original, "--undo did not restore main.cf and master.cf byte for byte")
         check(settings() == original_settings, "--undo did not restore the configuration")
+        log = [l for l in (units / "log").read_text().split("\n") if l]
+        check(log == ["start filtermail.service (wired)", "enable filtermail.service (wired)",
+                      "start filtermail-transport.service (wired)",
+                      "enable filtermail-transport.service (wired)",
+                      "stop filtermail-mxdeliv.service (wired)",
+                      "disable filtermail-mxdeliv.service (wired)",
+                      "start filtermail-incoming.service (wired)",
+                      "enable filtermail-incoming.service (wired)",
+                      "stop filtermail-milter.service", "disable filtermail-milter.service",
+                      "stop filtermail-policyd.service", "disable filtermail-policyd.service"],
+              f"--undo: systemctl calls: {log}")
+        acl = run(["getfacl", "-p", "-R", str(mb)]).stdout
+        check("filtermail" not in acl, f"--undo left ACL entries:\n{acl}")
         check(not state.exists(), "--undo left its state behind")
         check(sorted(x for x in os.listdir(units) if x != "log") == unit_states,
               f"--undo did not restore the units: {sorted(os.listdir(units))}")
@@ -854,7 +883,9 @@ cat) [ -e "$d/$u" ] || [ -e "$d/$u.enabled" ] ;;
 is-enabled) if [ -e "$d/$u.enabled" ]; then echo enabled; else echo disabled; exit 1; fi ;;
 is-active) if [ -e "$d/$u.active" ]; then echo active; else echo inactive; exit 3; fi ;;
 enable|disable|start|stop)
-    [ $now = 1 ] && echo "$cmd --now $u" >>"$d/log" || echo "$cmd $u" >>"$d/log"
+    # Whether Postfix is wired to filtermail at that moment.
+    w=; grep -q '^default_transport = filtermail$' "$FAKE_PFDIR/main.cf" && w=" (wired)"
+    [ $now = 1 ] && echo "$cmd --now $u$w" >>"$d/log" || echo "$cmd $u$w" >>"$d/log"
     case $cmd in
     enable) touch "$d/$u.enabled"; [ $now = 0 ] || touch "$d/$u.active" ;;
     disable) rm -f "$d/$u.enabled"; [ $now = 0 ] || rm -f "$d/$u.active" ;;
