@@ -567,6 +567,23 @@ def test_log_lines():
     assert not wrong, "\n".join(wrong)
 
 
+def test_log_lines_cannot_be_split_by_message_text():
+    """An RFC 2047-encoded newline in From (here on a mailer-daemon report,
+    whose From is quoted in the metric line) stays inside its one log line:
+    the log module makes every line safe, whichever caller logged it."""
+    md = read_mail("mailer-daemon.eml")
+    forged = set_header(md, "From", "=?utf-8?q?=3Cmailer-daemon=40example.net=0A"
+                                    "=5BWARN__filtermail=3A=3Ainbound=5D_injected2=3E?=")
+    mark = len(relay.milter_log())
+    send("incoming", "", [TWO], forged)
+    lines = relay.milter_log()[mark:].splitlines()
+    # The address is lowercased: a split would start a line "[warn  ...".
+    alien = [line for line in lines if not re.match(r"\[(ERROR|WARN |INFO |DEBUG|TRACE) ", line)]
+    assert not alien, f"a peer's text started a log line: {alien}"
+    assert any("Filtering mailer-daemon message from <mailer-daemon@example.net?[warn" in line
+               and line.endswith("injected2>") for line in lines), lines
+
+
 # -- bad input ---------------------------------------------------------------
 
 def nested_multipart(sender, depth, top="multipart/mixed"):
