@@ -62,6 +62,7 @@ static const struct config_key config_keys[] = {
     K("passthrough_recipients", CT_LIST, passthrough_recipients, ""),
     K("filtermail_milter_socket", CT_STRING, milter_socket,
       "unix:/var/spool/postfix/filtermail/milter.sock"),
+    K("filtermail_milter_timeout", CT_U32_NONZERO, milter_timeout, "600"),
     K("filtermail_outgoing_daemon_names", CT_LIST, outgoing_daemon_names, "ORIGINATING"),
     K("filtermail_user", CT_STRING, user, "filtermail"),
     K("filtermail_socket_group", CT_STRING, socket_group, "postfix"),

@@ -48,9 +48,9 @@
  * defaults to 1000. More is refused with a temporary error. */
 #define MAX_RCPTS 10000
 
-/* Seconds a read from or write to Postfix may wait (libmilter's default is
- * 7210 s); Postfix's own milter timeouts are shorter. */
-#define MILTER_TIMEOUT 600
+/* At shutdown, milliseconds the sessions inside a message get to finish it
+ * (systemd waits 90 s by default before SIGKILL). */
+#define SHUTDOWN_MS 30000
 
 /* Concurrent Postfix connections served; Postfix opens one per smtpd
  * process (default_process_limit 100). */
@@ -612,14 +612,6 @@ static const struct mserver_callbacks callbacks = {
 
 static struct mserver *server;
 
-static void on_signal(int sig)
-{
-    if (sig == SIGHUP)
-        mserver_reload(server);
-    else
-        mserver_stop(server);
-}
-
 /* SIGHUP: the policy settings (mailboxes_dir, max_message_size, the
  * passthrough lists, the outgoing daemon names, ...) take effect for the
  * next messages; what was set up at start (socket, user, log level, DKIM
@@ -643,7 +635,7 @@ static void reload_config(void)
         "filtermail_log_level", "mail_domain", "filtermail_dkim_sign", "filtermail_dkim_key",
         "filtermail_dkim_selector", "filtermail_rejected_dir", "filtermail_rejected_max_files",
         "filtermail_rejected_max_bytes", "filtermail_unbound_config", "filtermail_trust_anchor",
-        "filtermail_dns_timeout", NULL,
+        "filtermail_dns_timeout", "filtermail_milter_timeout", NULL,
     };
     const char *changed = config_changed(old, n, fixed);
     if (changed != NULL)
@@ -748,7 +740,8 @@ int main(int argc, char **argv)
         .protocol = PROTOCOL,
         .symlist_stage = SMFIM_ENVFROM,
         .symlist = MAIL_MACROS,
-        .timeout = MILTER_TIMEOUT,
+        .timeout = (int)cfg->milter_timeout,
+        .shutdown_ms = SHUTDOWN_MS,
         .max_sessions = MAX_SESSIONS,
         .cb = &callbacks,
         /* Under systemd with WatchdogSec=, the accept loop pings it. */
@@ -768,12 +761,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "Server error: %s\n", err);
         return 1;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    if (mserver_catch_signals(server) < 0) {
+        fprintf(stderr, "Server error: sigaction: %s\n", strerror(errno));
+        return 1;
+    }
     log_info("filtermail", "entering serving loop");
     log_debug(TARGET, "listening on %s", sock);
     {
@@ -787,6 +778,7 @@ int main(int argc, char **argv)
     }
     sdnotify_stopping();
     log_info("filtermail", "stopping");
-    mserver_close(&server);
+    if (mserver_close(&server) < 0)
+        _exit(0); /* sessions still run: no exit handlers under them */
     return 0;
 }

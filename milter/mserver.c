@@ -9,7 +9,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +23,7 @@
 #include <libmilter/mfdef.h>
 
 #include "buf.h"
+#include "fdio.h"
 #include "log.h"
 #include "mproto.h"
 
@@ -41,9 +41,14 @@
 
 struct mserver {
     int lfd;
-    int stop_pipe[2];
+    int wake_pipe[2];            /* non-blocking; a byte wakes mserver_run */
+    volatile sig_atomic_t stop_asked, reload_asked;
     struct mserver_config cfg;
-    atomic_uint sessions;
+    pthread_mutex_t lock;        /* guards the session list and stopping */
+    pthread_cond_t ended;        /* signalled when the last session ends */
+    struct msess *sessions;      /* running sessions */
+    unsigned nsessions;
+    bool stopping;               /* no new message; idle sessions end */
 };
 
 struct macro {
@@ -53,7 +58,10 @@ struct macro {
 
 struct msess {
     struct mserver *srv;
+    struct msess *prev, *next;   /* in srv->sessions */
     int fd;
+    bool in_txn;         /* from MAIL to end of message or ABORT */
+    bool idle;           /* waiting for a packet outside a message (srv->lock) */
     void *priv;
     uint32_t actions, protocol;
     bool connected;      /* negotiated; connect callback ran */
@@ -214,6 +222,7 @@ static int respond(struct msess *s, enum mstatus st, uint32_t nr_flag)
 static void session_end(struct msess *s)
 {
     const struct mserver_callbacks *cb = s->srv->cfg.cb;
+    s->in_txn = false;
     if (s->connected && cb->close != NULL)
         cb->close(s);
     s->connected = false;
@@ -255,6 +264,7 @@ static int handle(struct msess *s, const struct mpacket *p)
     case SMFIC_MACRO:
         return macros_set(s, p);
     case SMFIC_MAIL:
+        s->in_txn = true;
         a = mproto_string(p, 0);
         return respond(s, cb->envfrom(s, a != NULL ? a : "<>"), SMFIP_NR_MAIL);
     case SMFIC_RCPT:
@@ -276,11 +286,13 @@ static int handle(struct msess *s, const struct mpacket *p)
         if (st == MS_CONTINUE || st == MS_NOREPLY)
             st = cb->eom(s);
         s->in_eom = false;
+        s->in_txn = false;
         int rc = respond(s, st, 0);
         s->have_reply = false;
         return rc;
     }
     case SMFIC_ABORT:
+        s->in_txn = false;
         if (cb->abort != NULL)
             cb->abort(s);
         s->have_reply = false;
@@ -311,17 +323,54 @@ static int handle(struct msess *s, const struct mpacket *p)
 
 static int flush(struct msess *s)
 {
-    size_t off = 0;
-    while (off < s->out.len) {
-        ssize_t n = send(s->fd, s->out.data + off, s->out.len - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        off += (size_t)n;
-    }
+    if (fd_send_all(s->fd, s->out.data, s->out.len) < 0)
+        return -1;
     buf_reset(&s->out);
     return 0;
+}
+
+/* Between packets: waits without a time limit (Postfix sends nothing while a
+ * client uploads a message; only a started packet that stalls costs the
+ * connection, see read_more), marked idle so that a shutdown can end the
+ * wait. Returns false when the session should end instead (shutting down
+ * outside a message). */
+static bool wait_for_packet(struct msess *s)
+{
+    struct mserver *srv = s->srv;
+    struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
+
+    pthread_mutex_lock(&srv->lock);
+    if (srv->stopping && !s->in_txn) {
+        pthread_mutex_unlock(&srv->lock);
+        return false;
+    }
+    s->idle = !s->in_txn;
+    pthread_mutex_unlock(&srv->lock);
+    while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+        ;
+    pthread_mutex_lock(&srv->lock);
+    s->idle = false;
+    pthread_mutex_unlock(&srv->lock);
+    return true;
+}
+
+/* Takes an ended session off the list and closes its socket, under the lock
+ * so that mserver_close never shuts a descriptor number reused since. After
+ * this the session must not touch srv: mserver_close may free it. */
+static void session_unlist(struct msess *s)
+{
+    struct mserver *srv = s->srv;
+    pthread_mutex_lock(&srv->lock);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        srv->sessions = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    close(s->fd);
+    if (--srv->nsessions == 0)
+        pthread_cond_broadcast(&srv->ended);
+    pthread_mutex_unlock(&srv->lock);
 }
 
 static void *session(void *arg)
@@ -380,6 +429,9 @@ static void *session(void *arg)
          * and a parse attempt per piece. The kernel still wakes the thread for
          * every piece (AF_UNIX ignores SO_RCVLOWAT); polling the queued byte
          * count after short sleeps instead was measured and cost more. */
+        if (s->inlen == 0 && !wait_for_packet(s))
+            break;
+        /* Within a packet, each read waits at most cfg.timeout (SO_RCVTIMEO). */
         size_t want = s->incap - s->inlen;
         int flags = 0;
         if (s->inlen >= 4) {
@@ -399,10 +451,9 @@ static void *session(void *arg)
         s->inlen += (size_t)r;
     }
     session_end(s);
-    close(s->fd);
     buf_free(&s->out);
     free(s->in);
-    atomic_fetch_sub(&s->srv->sessions, 1);
+    session_unlist(s);
     free(s);
     return NULL;
 }
@@ -410,31 +461,45 @@ static void *session(void *arg)
 static void start_session(struct mserver *srv, int fd)
 {
     struct timeval tv = {.tv_sec = srv->cfg.timeout};
+    int one = 1;
     struct msess *s;
     pthread_attr_t attr;
     pthread_t t;
 
-    if (atomic_fetch_add(&srv->sessions, 1) >= srv->cfg.max_sessions) {
-        atomic_fetch_sub(&srv->sessions, 1);
+    pthread_mutex_lock(&srv->lock);
+    unsigned n = srv->nsessions;
+    pthread_mutex_unlock(&srv->lock);
+    if (n >= srv->cfg.max_sessions) {
         log_warn(TARGET, "%u milter connections already; refusing another",
                  srv->cfg.max_sessions);
         close(fd);
         return;
     }
+    /* A started packet or a reply may stall at most cfg.timeout; a dead
+     * peer on TCP is found by keepalive (a unix socket's peer that dies
+     * closes it). */
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
     s = calloc(1, sizeof(*s));
     if (s != NULL)
         s->in = malloc(READ_CHUNK);
     if (s == NULL || s->in == NULL) {
-        if (s != NULL)
-            free(s);
-        goto fail;
+        free(s);
+        close(fd);
+        return;
     }
     s->srv = srv;
     s->fd = fd;
     s->incap = READ_CHUNK;
     buf_init(&s->out, 2 * MPROTO_MAX_PACKET);
+    pthread_mutex_lock(&srv->lock);
+    s->next = srv->sessions;
+    if (s->next != NULL)
+        s->next->prev = s;
+    srv->sessions = s;
+    srv->nsessions++;
+    pthread_mutex_unlock(&srv->lock);
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 1024 * 1024);
@@ -443,11 +508,10 @@ static void start_session(struct mserver *srv, int fd)
     if (e == 0)
         return;
     log_err(TARGET, "cannot start a session thread: %s", strerror(e));
+    buf_free(&s->out);
     free(s->in);
+    session_unlist(s);
     free(s);
-fail:
-    atomic_fetch_sub(&srv->sessions, 1);
-    close(fd);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -527,7 +591,13 @@ struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t
         return NULL;
     }
     srv->cfg = *cfg;
-    srv->stop_pipe[0] = srv->stop_pipe[1] = -1;
+    srv->wake_pipe[0] = srv->wake_pipe[1] = -1;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&srv->ended, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&srv->lock, NULL);
     if (strncmp(spec, "unix:", 5) == 0)
         srv->lfd = open_unix(spec + 5, err, errlen);
     else if (strncmp(spec, "local:", 6) == 0)
@@ -542,7 +612,9 @@ struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t
         snprintf(err, errlen, "bad socket %s (unix:PATH or inet:PORT@HOST)", spec);
         srv->lfd = -1;
     }
-    if (srv->lfd < 0 || pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
+    /* Non-blocking: a signal handler writing to a full pipe must not block
+     * (a wake-up is then pending anyway; the flags say what is asked). */
+    if (srv->lfd < 0 || pipe2(srv->wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         if (srv->lfd >= 0)
             snprintf(err, errlen, "pipe: %s", strerror(errno));
         mserver_close(&srv);
@@ -551,18 +623,51 @@ struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t
     return srv;
 }
 
+/* Async-signal-safe; keeps errno. */
+static void wake(struct mserver *srv)
+{
+    int saved = errno;
+    if (write(srv->wake_pipe[1], "w", 1) < 0) {
+        /* full (EAGAIN): a wake-up is pending already */
+    }
+    errno = saved;
+}
+
 void mserver_reload(struct mserver *srv)
 {
-    if (srv != NULL && write(srv->stop_pipe[1], "r", 1) < 0) {
-        /* the pipe is never full: only signals write to it */
-    }
+    if (srv == NULL)
+        return;
+    srv->reload_asked = 1;
+    wake(srv);
 }
 
 void mserver_stop(struct mserver *srv)
 {
-    if (srv != NULL && write(srv->stop_pipe[1], "x", 1) < 0) {
-        /* the pipe is never full: only this writes to it */
-    }
+    if (srv == NULL)
+        return;
+    srv->stop_asked = 1;
+    wake(srv);
+}
+
+static struct mserver *signal_server;
+
+static void on_signal(int sig)
+{
+    if (sig == SIGHUP)
+        mserver_reload(signal_server);
+    else
+        mserver_stop(signal_server);
+}
+
+int mserver_catch_signals(struct mserver *srv)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    signal_server = srv;
+    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
+        sigaction(SIGHUP, &sa, NULL) < 0 || signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+        return -1;
+    return 0;
 }
 
 /* Milliseconds on the monotonic clock. */
@@ -576,7 +681,7 @@ static int64_t mono_ms(void)
 int mserver_run(struct mserver *srv, char *err, size_t errlen)
 {
     struct pollfd pfd[2] = {{.fd = srv->lfd, .events = POLLIN},
-                            {.fd = srv->stop_pipe[0], .events = POLLIN}};
+                            {.fd = srv->wake_pipe[0], .events = POLLIN}};
     bool ticking = srv->cfg.tick != NULL && srv->cfg.tick_ms > 0;
     int64_t next_tick = ticking ? mono_ms() : 0;
 
@@ -600,17 +705,16 @@ int mserver_run(struct mserver *srv, char *err, size_t errlen)
         if (n == 0)
             continue;
         if (pfd[1].revents != 0) {
-            char cmds[16];
-            ssize_t k = read(srv->stop_pipe[0], cmds, sizeof(cmds));
-            bool stop = k <= 0, reload = false;
-            for (ssize_t i = 0; i < k; i++) {
-                stop |= cmds[i] == 'x';
-                reload |= cmds[i] == 'r';
-            }
-            if (stop)
+            char drain[256];
+            while (read(srv->wake_pipe[0], drain, sizeof(drain)) > 0)
+                ;
+            if (srv->stop_asked)
                 return 0;
-            if (reload && srv->cfg.reload != NULL)
-                srv->cfg.reload();
+            if (srv->reload_asked) {
+                srv->reload_asked = 0;
+                if (srv->cfg.reload != NULL)
+                    srv->cfg.reload();
+            }
             continue;
         }
         if (pfd[0].revents == 0)
@@ -631,17 +735,79 @@ int mserver_run(struct mserver *srv, char *err, size_t errlen)
     }
 }
 
-void mserver_close(struct mserver **sp)
+/* Waits until no session is left or deadline (monotonic) passes (lock held).
+ * Returns the number left. */
+static unsigned wait_sessions(struct mserver *srv, const struct timespec *deadline)
+{
+    while (srv->nsessions > 0 &&
+           pthread_cond_timedwait(&srv->ended, &srv->lock, deadline) != ETIMEDOUT)
+        ;
+    return srv->nsessions;
+}
+
+static struct timespec deadline_in(unsigned ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+/* The part of a shutdown after the grace period: every socket is shut, so
+ * no session waits on Postfix any more; a session inside a callback (a DNS
+ * lookup) ends when that returns. */
+#define SHUT_WAIT_MS 5000
+
+int mserver_close(struct mserver **sp)
 {
     struct mserver *srv = *sp;
+    unsigned left;
     if (srv == NULL)
-        return;
+        return 0;
+    *sp = NULL;
     if (srv->lfd >= 0)
         close(srv->lfd);
-    if (srv->stop_pipe[0] >= 0)
-        close(srv->stop_pipe[0]);
-    if (srv->stop_pipe[1] >= 0)
-        close(srv->stop_pipe[1]);
+    srv->lfd = -1;
+    pthread_mutex_lock(&srv->lock);
+    srv->stopping = true;
+    for (struct msess *s = srv->sessions; s != NULL; s = s->next)
+        if (s->idle)
+            shutdown(s->fd, SHUT_RD);
+    struct timespec grace = deadline_in(srv->cfg.shutdown_ms);
+    left = wait_sessions(srv, &grace);
+    if (left > 0) {
+        log_warn(TARGET, "%u milter sessions still busy after %u ms; closing their connections",
+                 left, srv->cfg.shutdown_ms);
+        for (struct msess *s = srv->sessions; s != NULL; s = s->next)
+            shutdown(s->fd, SHUT_RDWR);
+        struct timespec last = deadline_in(SHUT_WAIT_MS);
+        left = wait_sessions(srv, &last);
+    }
+    pthread_mutex_unlock(&srv->lock);
+    if (left > 0) {
+        /* Still inside callbacks: the server is left to the exiting process
+         * rather than freed under them. */
+        log_err(TARGET, "%u milter sessions did not end; leaving them to the exit", left);
+        return -1;
+    }
+    if (srv->wake_pipe[0] >= 0)
+        close(srv->wake_pipe[0]);
+    if (srv->wake_pipe[1] >= 0)
+        close(srv->wake_pipe[1]);
+    if (signal_server == srv) {
+        struct sigaction ign = {.sa_handler = SIG_IGN};
+        sigaction(SIGTERM, &ign, NULL);
+        sigaction(SIGINT, &ign, NULL);
+        sigaction(SIGHUP, &ign, NULL);
+        signal_server = NULL;
+    }
+    pthread_cond_destroy(&srv->ended);
+    pthread_mutex_destroy(&srv->lock);
     free(srv);
-    *sp = NULL;
+    return 0;
 }

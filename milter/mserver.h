@@ -43,7 +43,15 @@ struct mserver_config {
     uint32_t protocol;         /* SMFIP_* wanted (skips and no-reply flags) */
     int symlist_stage;         /* SMFIM_* stage of symlist */
     const char *symlist;       /* macros wanted at that stage, or NULL */
-    int timeout;               /* seconds a read or write may wait */
+    /* Seconds a started packet may stall between reads, and a reply write.
+     * Between packets a session waits without limit: Postfix sends nothing
+     * while a client uploads (cleanup passes the headers on only after the
+     * whole DATA), so silence is normal; a dead peer closes a unix socket,
+     * and TCP keepalive finds one on inet sockets. */
+    int timeout;
+    /* At shutdown (mserver_close), milliseconds sessions inside a message
+     * may take to finish it before their connections are shut. */
+    unsigned shutdown_ms;
     unsigned max_sessions;     /* concurrent connections; more are closed at once */
     const struct mserver_callbacks *cb;
     /* Called by mserver_run's thread at least every tick_ms milliseconds
@@ -61,13 +69,24 @@ struct mserver;
  * message in err. A unix socket's file is replaced when it is a socket. */
 struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t errlen);
 
-/* Serves until mserver_stop (async-signal-safe) is called. Returns 0, or -1
- * with a message in err. */
+/* Serves until mserver_stop is called. Returns 0, or -1 with a message in
+ * err. Sessions go on running after it returns; mserver_close ends them. */
 int mserver_run(struct mserver *srv, char *err, size_t errlen);
+/* Ask mserver_run to return, or to call the reload callback. Async-signal-
+ * safe, never block, keep errno; asking again before it is served is the
+ * same as asking once. */
 void mserver_stop(struct mserver *srv);
-/* Asks mserver_run to call the reload callback (async-signal-safe). */
 void mserver_reload(struct mserver *srv);
-void mserver_close(struct mserver **srv);
+/* Installs the daemon's handlers: SIGTERM and SIGINT stop, SIGHUP reloads,
+ * SIGPIPE is ignored. Returns 0 or -1 (errno). */
+int mserver_catch_signals(struct mserver *srv);
+/* Shuts down after mserver_run returned: stops accepting, ends sessions
+ * waiting outside a message at once, lets those inside one finish it for up
+ * to cfg.shutdown_ms, then shuts their sockets and waits a few seconds more.
+ * Frees the server and returns 0 when every session ended; otherwise leaves
+ * it (sessions still use it) and returns -1: the caller exits. *srv is set to
+ * NULL either way. */
+int mserver_close(struct mserver **srv);
 
 /* The session API. */
 void *msess_getpriv(struct msess *s);

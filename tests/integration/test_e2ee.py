@@ -10,11 +10,13 @@ import concurrent.futures
 import random
 import re
 import signal
+import threading
+import time
 import uuid
 
 import corpus
 from corpus import ACCEPT, ENCRYPTION_NEEDED
-from harness import REPO, Relay, add_header, read_mail, set_header, smtp_data, smtp_send
+from harness import REPO, Relay, Reply, add_header, read_mail, set_header, smtp_data, smtp_send
 
 ONE = "one@example.org"             # a user (enforcing), the usual sender
 TWO = corpus.ENFORCING_RCPT         # a user (enforcing), the usual recipient
@@ -666,6 +668,84 @@ def test_long_reply_texts_reach_client():
         wrong.append(f"outgoing From mismatch, 490-byte addresses: got {str(reply)[:80]!r}, "
                      "expected '500 Invalid FROM <fff...'")
     assert not wrong, "\n".join(wrong)
+
+
+def test_slow_upload_gets_the_real_verdict():
+    """Postfix sends the milter nothing while a client uploads (cleanup passes
+    the headers on after the whole DATA): an upload silent for longer than the
+    milter's packet timeout (filtermail_milter_timeout, 2 s here) still gets
+    the milter's verdict, not Postfix's tempfail for a lost milter."""
+    with Relay(ini={"filtermail_milter_timeout": "2"}) as r:
+        r.add_user(TWO)
+        for direction, sender, data, expected in (
+                ("incoming", REMOTE, plain(REMOTE), ENCRYPTION_NEEDED),
+                ("outgoing", ONE, encrypted(ONE), ACCEPT)):
+            s = r.connect("smtp" if direction == "incoming" else "submission",
+                          login=ONE if direction == "outgoing" else None)
+            try:
+                assert s.docmd("MAIL", f"FROM:<{sender}>")[0] == 250
+                assert s.docmd("RCPT", f"TO:<{TWO}>")[0] == 250
+                assert s.docmd("DATA")[0] == 354
+                body = smtp_data(data)
+                s.send(body[:len(body) // 2])
+                time.sleep(5)
+                s.send(body[len(body) // 2:] + b".\r\n")
+                code, msg = s.getreply()
+            finally:
+                s.close()
+            check_reply(Reply(code, msg.decode("utf-8", "replace"), "end of data"), expected,
+                        f"{direction} slow upload")
+
+
+def test_shutdown_with_sessions_in_flight():
+    """SIGTERM while clients keep sending through 20 Postfix sessions (some
+    between messages, some with MAIL and RCPT given, which Postfix buffers
+    until end of data, some inside the milter's end-of-message step): the
+    milter exits 0 within seconds with no sanitizer report, and every reply
+    is either its real verdict or Postfix's tempfail, never an accept."""
+    with Relay() as r:
+        r.add_user(TWO)
+        idle = [r.connect("smtp") for _ in range(5)]
+        pending = []
+        for _ in range(5):
+            s = r.connect("smtp")
+            assert s.docmd("MAIL", f"FROM:<{REMOTE}>")[0] == 250
+            assert s.docmd("RCPT", f"TO:<{TWO}>")[0] == 250
+            pending.append(s)
+        stop = threading.Event()
+        replies = []
+
+        def sender():
+            while not stop.is_set():
+                replies.append(r.send_incoming(REMOTE, [TWO], plain(REMOTE)))
+
+        threads = [threading.Thread(target=sender) for _ in range(10)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        proc = r.milter_proc
+        r._milter_expected_dead = True
+        proc.send_signal(signal.SIGTERM)
+        try:
+            status = proc.wait(10)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        for s in pending:
+            assert s.docmd("DATA")[0] == 354
+            s.send(smtp_data(plain(REMOTE)) + b".\r\n")
+            code, msg = s.getreply()
+            replies.append(Reply(code, msg.decode("utf-8", "replace"), "end of data"))
+        for s in idle + pending:
+            s.close()
+        assert status == 0, f"exit status {status}"
+        problem = r._sanitizer_problem()
+        assert problem is None, problem
+        wrong = [x for x in replies if not (matches(x, ENCRYPTION_NEEDED) or 400 <= x.code < 500)]
+        assert not wrong, wrong
+        assert any(matches(x, ENCRYPTION_NEEDED) for x in replies), replies[:3]
+        assert any(400 <= x.code < 500 for x in replies), replies[-3:]
 
 
 # -- milter failure ----------------------------------------------------------
