@@ -190,22 +190,41 @@ void dkimcheck_cache_stats(struct dkimcheck *c, uint64_t *lookups_r, uint64_t *h
     pthread_mutex_unlock(&c->lock);
 }
 
-/* Builds <selector>._domainkey.<domain> from signature tags, which come from the
- * peer: only hostname characters are let through to the resolver. */
+/* True when s is a dot-separated hostname-like name: labels of 1 to 63
+ * letters, digits, '-' or '_' (no empty label: no leading, trailing or
+ * double dot). */
+static bool dns_name_ok(const char *s)
+{
+    size_t label = 0;
+    if (*s == '\0')
+        return false;
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= '0' && *p <= '9') || *p == '-' || *p == '_') {
+            if (++label > 63)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return label > 0;
+}
+
+/* Builds <selector>._domainkey.<domain> from signature tags, which come from
+ * the peer: only well-formed names go to the resolver. A malformed one
+ * (s=a..b, a 64-character label, s=.a, s=a.) is the signer's fault and makes
+ * that signature fail for good (no key), never a DNS failure retried for
+ * days: libunbound would refuse the name. */
 static int key_name(DKIM_SIGINFO *sig, char *out, size_t outlen)
 {
     const char *sel = (const char *)dkim_sig_getselector(sig);
     const char *dom = (const char *)dkim_sig_getdomain(sig);
-    if (sel == NULL || dom == NULL || sel[0] == '\0' || dom[0] == '\0')
+    if (sel == NULL || dom == NULL || !dns_name_ok(sel) || !dns_name_ok(dom))
         return -1;
-    for (const char *p = sel; *p != '\0'; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_' || *p == '.'))
-            return -1;
-    for (const char *p = dom; *p != '\0'; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_' || *p == '.'))
-            return -1;
     int n = snprintf(out, outlen, "%s._domainkey.%s", sel, dom);
     return (n < 0 || (size_t)n >= outlen || n > 253) ? -1 : 0;
 }

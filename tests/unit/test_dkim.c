@@ -334,6 +334,52 @@ static void test_two_signatures(void)
     EXPECT(path("bad.eml"), "example.test", ORIGIN_NO_VALID_SIGNATURE);
 }
 
+/* A malformed selector (libunbound refuses such names) fails that signature
+ * for good: no valid signature (554), never a temporary failure (451) that
+ * would defer the message for days; a good signature beside it still passes. */
+static void test_malformed_selector(void)
+{
+    static const char *const bad[] = {
+        "a..b", ".a", "a.", ".",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* 64 */
+        "x.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.y",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char why[512];
+        size_t len;
+        pysign(path("base.eml"), path("badsel.eml"), path("rsa.pem"), "rsa", "example.test",
+               "rsa-sha256");
+        char *raw = slurp(path("badsel.eml"), &len);
+        char *tag = strstr(raw, "s=rsa;");
+        CHECK(tag != NULL);
+        if (tag == NULL) {
+            free(raw);
+            continue;
+        }
+        /* s=<bad>; in place of s=rsa; */
+        size_t blen = strlen(bad[i]), pre = (size_t)(tag - raw) + 2, post = len - pre - 3;
+        char *m = malloc(len + blen);
+        memcpy(m, raw, pre);
+        memcpy(m + pre, bad[i], blen);
+        memcpy(m + pre + blen, tag + 5, post);
+        enum verdict_origin o = check_raw(m, pre + blen + post, "example.test", 1, 1, why,
+                                          sizeof(why));
+        CHECKF(o == ORIGIN_NO_VALID_SIGNATURE, "s=%s: got %d (%s)", bad[i], o, why);
+        /* With a good signature on top, the message passes. */
+        spit(path("badsel.eml"), m, pre + blen + post);
+        pysign(path("badsel.eml"), path("badsel2.eml"), path("rsa.pem"), "rsa", "example.test",
+               "rsa-sha256");
+        EXPECT(path("badsel2.eml"), "example.test", ORIGIN_PASS);
+        free(m);
+        free(raw);
+    }
+    /* The longest well-formed label (63) is looked up: no such key. */
+    pysign(path("base.eml"), path("sel63.eml"), path("rsa.pem"),
+           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "example.test",
+           "rsa-sha256");
+    EXPECT(path("sel63.eml"), "example.test", ORIGIN_NO_VALID_SIGNATURE);
+}
+
 static void test_keys(void)
 {
     pysign(path("base.eml"), path("nokey.eml"), path("rsa.pem"), "nokey", "example.test",
@@ -593,6 +639,7 @@ int main(void)
     UNIT_RUN(test_alignment);
     UNIT_RUN(test_two_signatures);
     UNIT_RUN(test_keys);
+    UNIT_RUN(test_malformed_selector);
     UNIT_RUN(test_signer);
     UNIT_RUN(test_edsign_canonical);
     UNIT_RUN(test_max_signatures);
