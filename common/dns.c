@@ -294,6 +294,25 @@ void dns_query_wait(struct dns_query *q, int timeout_ms, struct dns_result *res)
     query_free(q);
 }
 
+void dns_query_cancel(struct dns_query *q)
+{
+    if (q == NULL)
+        return;
+    struct dns_resolver *r = q->r;
+    pthread_mutex_lock(&r->lock);
+    if (q->state == Q_DONE) {
+        pthread_mutex_unlock(&r->lock);
+        query_free(q);
+        return;
+    }
+    /* As for a timeout: whoever comes last frees it. */
+    q->state = Q_ABANDONED;
+    bool cancelled = ub_cancel(r->ctx, q->async_id) == 0;
+    pthread_mutex_unlock(&r->lock);
+    if (cancelled)
+        query_free(q);
+}
+
 void dns_lookup(struct dns_resolver *r, const char *name, enum dns_type type, int timeout_ms,
                 struct dns_result *res)
 {

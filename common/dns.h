@@ -74,6 +74,10 @@ struct dns_query *dns_query_start(struct dns_resolver *r, const char *name, enum
  * dns_result_free) and frees the query. A timeout gives DNS_TEMPFAIL. */
 void dns_query_wait(struct dns_query *q, int timeout_ms, struct dns_result *res);
 
+/* Gives up a started query without waiting for it (the answer, if any, is
+ * discarded). q may be NULL. */
+void dns_query_cancel(struct dns_query *q);
+
 /* Start and wait in one call. */
 void dns_lookup(struct dns_resolver *r, const char *name, enum dns_type type, int timeout_ms,
                 struct dns_result *res);

@@ -32,8 +32,21 @@ struct dkimcheck {
     uint64_t lookups, hits;
 };
 
+/* A key lookup started for one of the message's signatures. */
+struct pending {
+    char name[300];
+    struct dns_query *q;       /* NULL once waited for */
+};
+
 struct dkimcheck_msg {
     struct dkimcheck *c;
+    /* Key lookups: all started at the first one, sharing one deadline, so a
+     * sender whose DNS never answers costs one timeout per message, not one
+     * per signature. */
+    bool lookups_started;
+    uint64_t deadline_ns;      /* monotonic */
+    struct pending pending[DKIMCHECK_MAX_SIGNATURES];
+    size_t npending;
     DKIM *dkim;
     bool nosig;                /* libopendkim found no signature it will evaluate */
     size_t sig_fields;         /* DKIM-Signature fields seen */
@@ -229,6 +242,61 @@ static int key_name(DKIM_SIGINFO *sig, char *out, size_t outlen)
     return (n < 0 || (size_t)n >= outlen || n > 253) ? -1 : 0;
 }
 
+static bool cache_has(struct dkimcheck *c, const char *name)
+{
+    pthread_mutex_lock(&c->lock);
+    struct key_entry *e = cache_find(c, name);
+    bool fresh = e != NULL && e->expires_ns > now_ns();
+    pthread_mutex_unlock(&c->lock);
+    return fresh;
+}
+
+/* At the first key lookup of a message: starts the lookups of every
+ * signature still evaluated whose key is not cached, at once, and sets the
+ * one deadline they share. */
+static void start_lookups(struct dkimcheck_msg *m, DKIM *dkim)
+{
+    DKIM_SIGINFO **sigs = NULL;
+    int nsigs = 0;
+
+    m->lookups_started = true;
+    m->deadline_ns = now_ns() + (uint64_t)m->c->timeout_ms * 1000000ull;
+    if (dkim_getsiglist(dkim, &sigs, &nsigs) != DKIM_STAT_OK)
+        return;
+    for (int i = 0; i < nsigs && m->npending < DKIMCHECK_MAX_SIGNATURES; i++) {
+        struct pending *p = &m->pending[m->npending];
+        if ((dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE) ||
+            key_name(sigs[i], p->name, sizeof(p->name)) < 0 || cache_has(m->c, p->name))
+            continue;
+        bool dup = false;
+        for (size_t k = 0; k < m->npending && !dup; k++)
+            dup = strcasecmp(m->pending[k].name, p->name) == 0;
+        if (dup)
+            continue;
+        p->q = dns_query_start(m->c->dns, p->name, DNS_TYPE_TXT);
+        if (p->q != NULL)
+            m->npending++;
+    }
+}
+
+/* The answer for name within what is left of the message's deadline. */
+static void lookup_within_budget(struct dkimcheck_msg *m, const char *name, struct dns_result *r)
+{
+    uint64_t now = now_ns();
+    int left_ms = now >= m->deadline_ns ? 0 : (int)((m->deadline_ns - now) / 1000000ull);
+    for (size_t i = 0; i < m->npending; i++) {
+        struct pending *p = &m->pending[i];
+        if (p->q != NULL && strcasecmp(p->name, name) == 0) {
+            dns_query_wait(p->q, left_ms, r);
+            p->q = NULL;
+            return;
+        }
+    }
+    /* Not started with the others (the same name asked twice, or the start
+     * failed): on its own, within the same budget. */
+    dns_lookup(m->c->dns, name, DNS_TYPE_TXT, left_ms, r);
+}
+
 /* libopendkim's key lookup, over the DNSSEC-validating resolver. */
 static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t buflen)
 {
@@ -240,9 +308,11 @@ static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t
 
     if (key_name(sig, name, sizeof(name)) < 0)
         return DKIM_CBSTAT_NOTFOUND;
+    if (!m->lookups_started)
+        start_lookups(m, dkim);
     if (cache_get(c, name, buf, buflen))
         return DKIM_CBSTAT_CONTINUE;
-    dns_lookup(c->dns, name, DNS_TYPE_TXT, c->timeout_ms, &r);
+    lookup_within_budget(m, name, &r);
     switch (r.status) {
     case DNS_TEMPFAIL:
         m->tempfail = true;
@@ -368,6 +438,8 @@ void dkimcheck_msg_free(struct dkimcheck_msg **mp)
     struct dkimcheck_msg *m = *mp;
     if (m == NULL)
         return;
+    for (size_t i = 0; i < m->npending; i++)
+        dns_query_cancel(m->pending[i].q);
     if (m->dkim != NULL)
         dkim_free(m->dkim);
     free(m);

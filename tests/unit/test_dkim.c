@@ -11,10 +11,13 @@
 #include "dns.h"
 #include "unit.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -620,6 +623,65 @@ static void test_cache(void)
     CHECK(hits1 == hits0); /* expired: fetched again, not served from the cache */
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A sender whose DNS never answers: ten aligned signatures, each with its
+ * own selector, cost one DNS timeout for the whole message (the lookups run
+ * at once and share the deadline), not ten one after another, and the
+ * answer is still a temporary failure (451 4.7.5). */
+static void test_lookups_bounded_per_message(void)
+{
+    /* A forwarder that takes queries and never answers. */
+    int udp = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    CHECK(udp >= 0 && bind(udp, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+          getsockname(udp, (struct sockaddr *)&a, &alen) == 0);
+    FILE *f = fopen(path("silent.conf"), "w");
+    CHECK(f != NULL);
+    if (f == NULL)
+        return;
+    fprintf(f, "server:\n  do-not-query-localhost: no\n  tcp-upstream: no\n"
+               "forward-zone:\n  name: \".\"\n  forward-addr: 127.0.0.1@%u\n",
+            (unsigned)ntohs(a.sin_port));
+    fclose(f);
+    char err[256];
+    struct dns_config dc = {.unbound_config = path("silent.conf"),
+                            .trust_anchor = path("dns/trust-anchors")};
+    struct dns_resolver *silent = dns_resolver_new(&dc, err, sizeof(err));
+    CHECKF(silent != NULL, "%s", err);
+    struct dkimcheck *slow = silent != NULL ? dkimcheck_new(silent, 1000, err, sizeof(err)) : NULL;
+    CHECKF(slow != NULL, "%s", err);
+
+    sh("cp %s %s", path("base.eml"), path("ten.eml"));
+    for (int i = 0; i < DKIMCHECK_MAX_SIGNATURES; i++)
+        sh("/usr/bin/python3 tests/support/dkimtool.py sign %s sel%d slow.example rsa-sha256 "
+           "<%s >%s && mv %s %s",
+           path("rsa.pem"), i, path("ten.eml"), path("ten2.eml"), path("ten2.eml"),
+           path("ten.eml"));
+    if (slow != NULL) {
+        struct dkimcheck *saved = chk;
+        chk = slow;
+        char why[512];
+        int64_t t0 = mono_ms();
+        enum verdict_origin o = check_file(path("ten.eml"), "slow.example", why, sizeof(why));
+        int64_t took = mono_ms() - t0;
+        chk = saved;
+        CHECKF(o == ORIGIN_TEMPFAIL, "got %d (%s)", o, why);
+        CHECKF(took >= 900 && took < 2500, "ten silent lookups took %lld ms",
+               (long long)took);
+        /* A message with no pending lookup left behind frees cleanly (ASan). */
+    }
+    dkimcheck_free(&slow);
+    dns_resolver_free(&silent);
+    close(udp);
+}
+
 static void test_normalize(void)
 {
     char t[] = "v=DKIM1; k=rsa;\tp=AB\" \"CD\r\n";
@@ -644,6 +706,7 @@ int main(void)
     UNIT_RUN(test_edsign_canonical);
     UNIT_RUN(test_max_signatures);
     UNIT_RUN(test_cache);
+    UNIT_RUN(test_lookups_bounded_per_message);
     dkimcheck_free(&chk);
     dns_resolver_free(&dns);
     if (getenv("FILTERMAIL_KEEP_TMP") == NULL)
