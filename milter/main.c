@@ -147,7 +147,7 @@ static struct conn *conn_get(struct msess *ctx)
         if (c == NULL)
             return NULL;
         buf_init(&c->field, MAX_FIELD);
-        c->spool.fd = -1;
+        rejected_spool_init(&c->spool);
         msess_setpriv(ctx, c);
     }
     return c;
@@ -257,9 +257,6 @@ static enum mstatus cb_envfrom(struct msess *ctx, const char *from)
         if (c->dv == NULL)
             c->failed = true;
         rejected_spool_begin(rejected, &c->spool);
-        if (rejected != NULL && c->spool.fd < 0)
-            log_warn(TARGET, "cannot spool into %s (%s): a message refused by DKIM will not "
-                     "be kept", cfg->rejected_dir, strerror(errno));
     } else if (c->dir == ARMOR_OUTGOING && signer != NULL) {
         c->ds = dkimsign_msg_new(signer, "milter");
         if (c->ds == NULL)

@@ -70,32 +70,80 @@ void rejected_close(struct rejected_store **sp)
     *sp = NULL;
 }
 
-void rejected_spool_begin(struct rejected_store *s, struct rejected_spool *sp)
+void rejected_spool_init(struct rejected_spool *sp)
 {
-    sp->bytes = 0;
-    sp->fd = s != NULL ? openat(s->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
+    memset(sp, 0, sizeof(*sp));
+    sp->fd = -1;
 }
 
 void rejected_spool_discard(struct rejected_spool *sp)
 {
     if (sp->fd >= 0)
         close(sp->fd);
-    sp->fd = -1;
-    sp->bytes = 0;
+    free(sp->mem);
+    rejected_spool_init(sp);
+}
+
+void rejected_spool_begin(struct rejected_store *s, struct rejected_spool *sp)
+{
+    rejected_spool_discard(sp);
+    sp->on = s != NULL;
+}
+
+/* Stops spooling this message, remembering why. */
+static void spool_drop(struct rejected_spool *sp, bool too_large, int err)
+{
+    rejected_spool_discard(sp);
+    sp->too_large = too_large;
+    sp->err = err;
+}
+
+/* Moves the message from memory into an unnamed file. Returns 0 or -1. */
+static int spool_to_file(struct rejected_store *s, struct rejected_spool *sp)
+{
+    sp->fd = openat(s->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (sp->fd < 0 || fd_write_all(sp->fd, sp->mem, (size_t)sp->bytes) < 0) {
+        spool_drop(sp, false, errno);
+        return -1;
+    }
+    free(sp->mem);
+    sp->mem = NULL;
+    sp->memcap = 0;
+    return 0;
 }
 
 void rejected_spool_write(struct rejected_store *s, struct rejected_spool *sp, const void *data,
                           size_t len)
 {
-    if (sp->fd < 0)
+    if (!sp->on || len == 0)
         return;
-    if (sp->bytes + len > s->max_bytes) {
-        rejected_spool_discard(sp);
-        sp->bytes = UINT64_MAX; /* remembered: too large to keep */
+    if (len > s->max_bytes || sp->bytes > s->max_bytes - len) {
+        spool_drop(sp, true, 0);
         return;
     }
+    if (sp->fd < 0 && sp->bytes + len <= REJECTED_MEM_MAX) {
+        if (sp->bytes + len > sp->memcap) {
+            size_t cap = sp->memcap ? sp->memcap : 4096;
+            while (cap < sp->bytes + len)
+                cap *= 2;
+            if (cap > REJECTED_MEM_MAX)
+                cap = REJECTED_MEM_MAX;
+            unsigned char *m = realloc(sp->mem, cap);
+            if (m == NULL) {
+                spool_drop(sp, false, ENOMEM);
+                return;
+            }
+            sp->mem = m;
+            sp->memcap = cap;
+        }
+        memcpy(sp->mem + sp->bytes, data, len);
+        sp->bytes += len;
+        return;
+    }
+    if (sp->fd < 0 && spool_to_file(s, sp) < 0)
+        return;
     if (fd_write_all(sp->fd, data, len) < 0) {
-        rejected_spool_discard(sp);
+        spool_drop(sp, false, errno);
         return;
     }
     sp->bytes += len;
@@ -163,10 +211,12 @@ int rejected_keep(struct rejected_store *s, struct rejected_spool *sp, const cha
     size_t o = 0;
     int rfd, rc = -1;
 
-    if (sp->fd < 0) {
-        snprintf(out, outlen, "%s", sp->bytes == UINT64_MAX ? "too large to keep"
-                                                            : "not spooled");
-        sp->bytes = 0;
+    if (!sp->on || (sp->fd < 0 && spool_to_file(s, sp) < 0)) {
+        if (sp->too_large)
+            snprintf(out, outlen, "too large to keep");
+        else
+            snprintf(out, outlen, "not spooled: %s", sp->err != 0 ? strerror(sp->err) : "off");
+        rejected_spool_discard(sp);
         return -1;
     }
     for (const char *p = qid; *p != '\0' && o + 1 < sizeof(id); p++) {
