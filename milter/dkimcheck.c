@@ -47,6 +47,9 @@ struct dkimcheck_msg {
     uint64_t deadline_ns;      /* monotonic */
     struct pending pending[DKIMCHECK_MAX_SIGNATURES];
     size_t npending;
+    /* Keys served from the cache, checked again when their signature fails. */
+    char cached[DKIMCHECK_MAX_SIGNATURES][300];
+    size_t ncached;
     DKIM *dkim;
     bool nosig;                /* libopendkim found no signature it will evaluate */
     size_t sig_fields;         /* DKIM-Signature fields seen */
@@ -297,21 +300,64 @@ static void lookup_within_budget(struct dkimcheck_msg *m, const char *name, stru
     dns_lookup(m->c->dns, name, DNS_TYPE_TXT, left_ms, r);
 }
 
+/* The key record of an answer: of up to three records, each normalised
+ * (spec 6.5), the first that carries a key (p=). */
+static bool key_record(const struct dns_result *r, char *buf, size_t buflen)
+{
+    char txt[4096];
+    for (size_t i = 0; i < r->n && i < 3; i++) {
+        int n = dns_txt_join(&r->rr[i], txt, sizeof(txt));
+        if (n < 0)
+            continue;
+        size_t len = dkimcheck_normalize_txt(txt, (size_t)n);
+        if ((strncmp(txt, "p=", 2) == 0 || strstr(txt, ";p=") != NULL) && len < buflen) {
+            memcpy(buf, txt, len + 1);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A signature failed with a cached key: the key may have been rotated, or the
+ * signature forged. Asks DNS again (within the message's budget) and
+ * replaces the cached record only when DNS now says something else, so
+ * forged signatures cannot evict a popular domain's key. */
+static void recheck_cached_key(struct dkimcheck_msg *m, const char *name)
+{
+    struct dns_result r;
+    char rec[4096];
+    bool served = false;
+
+    for (size_t i = 0; i < m->ncached && !served; i++)
+        served = strcasecmp(m->cached[i], name) == 0;
+    if (!served)
+        return; /* fetched for this message: nothing older to doubt */
+    lookup_within_budget(m, name, &r);
+    if (r.status == DNS_NXDOMAIN || r.status == DNS_NODATA)
+        cache_drop(m->c, name); /* the key was withdrawn */
+    else if (r.status == DNS_OK && key_record(&r, rec, sizeof(rec)))
+        cache_put(m->c, name, rec, r.ttl); /* the same record: a fresh TTL */
+    dns_result_free(&r);
+}
+
 /* libopendkim's key lookup, over the DNSSEC-validating resolver. */
 static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t buflen)
 {
     struct dkimcheck_msg *m = dkim_get_user_context(dkim);
     struct dkimcheck *c = m->c;
     struct dns_result r;
-    char name[300], txt[4096];
+    char name[300];
     bool found = false;
 
     if (key_name(sig, name, sizeof(name)) < 0)
         return DKIM_CBSTAT_NOTFOUND;
     if (!m->lookups_started)
         start_lookups(m, dkim);
-    if (cache_get(c, name, buf, buflen))
+    if (cache_get(c, name, buf, buflen)) {
+        if (m->ncached < DKIMCHECK_MAX_SIGNATURES)
+            snprintf(m->cached[m->ncached++], sizeof(m->cached[0]), "%s", name);
         return DKIM_CBSTAT_CONTINUE;
+    }
     lookup_within_budget(m, name, &r);
     switch (r.status) {
     case DNS_TEMPFAIL:
@@ -327,18 +373,7 @@ static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t
     case DNS_OK:
         break;
     }
-    /* Up to three records, each normalised (spec 6.5); the first that carries
-     * a key (p=) is used. */
-    for (size_t i = 0; i < r.n && i < 3 && !found; i++) {
-        int n = dns_txt_join(&r.rr[i], txt, sizeof(txt));
-        if (n < 0)
-            continue;
-        size_t len = dkimcheck_normalize_txt(txt, (size_t)n);
-        if ((strncmp(txt, "p=", 2) == 0 || strstr(txt, ";p=") != NULL) && len < buflen) {
-            memcpy(buf, txt, len + 1);
-            found = true;
-        }
-    }
+    found = key_record(&r, (char *)buf, buflen);
     dkim_sig_setdnssec(sig, r.secure ? DKIM_DNSSEC_SECURE : DKIM_DNSSEC_INSECURE);
     if (found)
         cache_put(c, name, (const char *)buf, r.ttl);
@@ -531,7 +566,7 @@ enum verdict_origin dkimcheck_finish(struct dkimcheck_msg *m, size_t from_count,
             dkim_sig_getbh(s) == DKIM_SIGBH_MISMATCH) {
             char name[300];
             if (key_name(s, name, sizeof(name)) == 0)
-                cache_drop(m->c, name); /* the key may have been rotated */
+                recheck_cached_key(m, name);
         }
         snprintf(why, whylen, "d=%s s=%s: %s", d != NULL ? d : "?",
                  dkim_sig_getselector(s) != NULL ? (const char *)dkim_sig_getselector(s) : "?",

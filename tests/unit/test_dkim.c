@@ -682,6 +682,23 @@ static void test_lookups_bounded_per_message(void)
     close(udp);
 }
 
+/* A forged signature (s=rsa, made with another key) does not evict the
+ * cached key: the next good message is still served from the cache. */
+static void test_forged_signature_keeps_cached_key(void)
+{
+    uint64_t lookups0, hits0, lookups1, hits1;
+    EXPECT(path("rsa.eml"), "example.test", ORIGIN_PASS); /* cached */
+    pysign(path("base.eml"), path("forged.eml"), path("other.pem"), "rsa", "example.test",
+           "rsa-sha256");
+    for (int i = 0; i < 3; i++)
+        EXPECT(path("forged.eml"), "example.test", ORIGIN_NO_VALID_SIGNATURE);
+    dkimcheck_cache_stats(chk, &lookups0, &hits0);
+    EXPECT(path("rsa.eml"), "example.test", ORIGIN_PASS);
+    dkimcheck_cache_stats(chk, &lookups1, &hits1);
+    CHECK_INT(lookups1 - lookups0, 1);
+    CHECK_INT(hits1 - hits0, 1);
+}
+
 static void test_normalize(void)
 {
     char t[] = "v=DKIM1; k=rsa;\tp=AB\" \"CD\r\n";
@@ -706,6 +723,7 @@ int main(void)
     UNIT_RUN(test_edsign_canonical);
     UNIT_RUN(test_max_signatures);
     UNIT_RUN(test_cache);
+    UNIT_RUN(test_forged_signature_keeps_cached_key);
     UNIT_RUN(test_lookups_bounded_per_message);
     dkimcheck_free(&chk);
     dns_resolver_free(&dns);
