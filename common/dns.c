@@ -146,15 +146,27 @@ struct dns_resolver *dns_resolver_new(const struct dns_config *cfg, char *err, s
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto fail;
     }
-    if ((e = pthread_create(&r->pump, NULL, dns_pump, r)) != 0) {
-        snprintf(err, errlen, "cannot start the DNS thread: %s", strerror(e));
+    if (!cfg->start_later && dns_resolver_start(r, err, errlen) < 0)
         goto fail;
-    }
-    r->pump_running = true;
     return r;
 fail:
     dns_resolver_free(&r);
     return NULL;
+}
+
+/* libunbound's own worker thread starts at the first asynchronous query
+ * (the warm-up above is synchronous, in the caller's thread). */
+int dns_resolver_start(struct dns_resolver *r, char *err, size_t errlen)
+{
+    int e;
+    if (r->pump_running)
+        return 0;
+    if ((e = pthread_create(&r->pump, NULL, dns_pump, r)) != 0) {
+        snprintf(err, errlen, "cannot start the DNS thread: %s", strerror(e));
+        return -1;
+    }
+    r->pump_running = true;
+    return 0;
 }
 
 void dns_resolver_free(struct dns_resolver **rp)

@@ -38,6 +38,10 @@ enum dns_status {
 struct dns_config {
     const char *unbound_config; /* NULL or "": forward to /etc/resolv.conf */
     const char *trust_anchor;   /* a file of DS or DNSKEY records (root.key) */
+    /* true: dns_resolver_new starts no thread; dns_resolver_start does. A
+     * daemon creates the resolver as root (its files are read then) and
+     * starts it after dropping privileges, before any query. */
+    bool start_later;
 };
 
 /* One record's RDATA in wire format. */
@@ -62,6 +66,10 @@ struct dns_query;
 /* Creates the resolver. Returns NULL with a message in err when libunbound
  * cannot be set up (bad config file, unreadable trust anchor). */
 struct dns_resolver *dns_resolver_new(const struct dns_config *cfg, char *err, size_t errlen);
+
+/* Starts the threads of a resolver made with start_later (no-op otherwise).
+ * Returns 0, or -1 with a message in err. */
+int dns_resolver_start(struct dns_resolver *r, char *err, size_t errlen);
 
 /* Stops the pump, cancels what is pending, frees; sets *r to NULL. */
 void dns_resolver_free(struct dns_resolver **r);

@@ -7,7 +7,8 @@
 
 #include <stddef.h>
 
-/* When running as root: gives the unix socket named by socket_spec ("unix:" or
+/* When running as root: refuses when more than one thread runs (a bug: they
+ * would start as root), gives the unix socket named by socket_spec ("unix:" or
  * "local:" + path; other specs are left alone) to user and group with mode
  * 0660, then switches to user (setgroups, setresgid, setresuid) and checks that
  * root cannot be regained. When not root, does nothing (the service manager

@@ -652,11 +652,14 @@ static bool skip_dkim(void)
     return v != NULL && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0);
 }
 
+static struct dns_resolver *dns;
+
 /* Resolver, verifier, signer and rejected store. Runs as root, before the
- * privileges are dropped: the signing key is readable by root only. */
+ * privileges are dropped: the signing key is readable by root only, and the
+ * resolver reads its files now; its threads start after the drop
+ * (start_dns). */
 static int setup_dkim(char *err, size_t errlen)
 {
-    static struct dns_resolver *dns;
 
     if (cfg->dkim_sign) {
         signer = dkimsign_new(cfg->dkim_key, cfg->dkim_selector, cfg->mail_domain, NULL, err,
@@ -673,6 +676,7 @@ static int setup_dkim(char *err, size_t errlen)
     struct dns_config dc = {
         .unbound_config = cfg->unbound_config[0] != '\0' ? cfg->unbound_config : NULL,
         .trust_anchor = cfg->trust_anchor,
+        .start_later = true,
     };
     dns = dns_resolver_new(&dc, err, errlen);
     if (dns == NULL)
@@ -756,6 +760,11 @@ int main(int argc, char **argv)
     }
     if (privs_drop(cfg->user, sock, cfg->socket_group, err, sizeof(err)) < 0) {
         fprintf(stderr, "Server error: %s\n", err);
+        return 1;
+    }
+    /* The first thread, now that the privileges are gone. */
+    if (dns != NULL && dns_resolver_start(dns, err, sizeof(err)) < 0) {
+        fprintf(stderr, "Failed to set up DKIM: %s\n", err);
         return 1;
     }
     if (mserver_catch_signals(server) < 0) {
