@@ -1,7 +1,7 @@
 /* mserver: the milter server: listening socket, one thread per Postfix
- * connection, buffered reads, and the session API the callbacks use (the
- * counterparts of libmilter's smfi_getsymval, smfi_setreply, smfi_delrcpt,
- * smfi_chgfrom and smfi_insheader). See mproto.h for why not libmilter.
+ * connection, and the thin loop that moves bytes between the socket and the
+ * session core (msession.h, which also holds the callbacks' API). See
+ * mproto.h for why not libmilter.
  *
  * A session's callbacks run on its own thread, one after another; sessions
  * run concurrently.
@@ -12,30 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct msess;
-
-/* What a callback answers. MS_NOREPLY for commands negotiated without reply. */
-enum mstatus {
-    MS_CONTINUE,
-    MS_ACCEPT,
-    MS_REJECT,   /* with the reply set by msess_setreply, else Postfix's default 5xx */
-    MS_TEMPFAIL, /* likewise 4xx */
-    MS_DISCARD,
-    MS_NOREPLY,
-};
-
-struct mserver_callbacks {
-    /* Start of a connection (after negotiation); may set the private data. */
-    enum mstatus (*connect)(struct msess *s);
-    enum mstatus (*envfrom)(struct msess *s, const char *sender);
-    enum mstatus (*envrcpt)(struct msess *s, const char *rcpt);
-    enum mstatus (*header)(struct msess *s, const char *name, const char *value);
-    enum mstatus (*body)(struct msess *s, const unsigned char *data, size_t len);
-    enum mstatus (*eom)(struct msess *s);
-    void (*abort)(struct msess *s);
-    /* End of a connection: free the private data. */
-    void (*close)(struct msess *s);
-};
+#include "msession.h"
 
 struct mserver_config {
     const char *socket_spec;   /* unix:PATH, local:PATH, inet:PORT@HOST, inet6:PORT@HOST */
@@ -87,16 +64,5 @@ int mserver_catch_signals(struct mserver *srv);
  * it (sessions still use it) and returns -1: the caller exits. *srv is set to
  * NULL either way. */
 int mserver_close(struct mserver **srv);
-
-/* The session API. */
-void *msess_getpriv(struct msess *s);
-void msess_setpriv(struct msess *s, void *priv);
-uint32_t msess_protocol(const struct msess *s); /* the negotiated SMFIP_* flags */
-const char *msess_getsymval(struct msess *s, const char *name);
-/* At end of message only. Return 0, or -1 when out of memory. */
-int msess_setreply(struct msess *s, const char *code, const char *xcode, const char *text);
-int msess_delrcpt(struct msess *s, const char *rcpt);
-int msess_chgfrom(struct msess *s, const char *from);
-int msess_insheader(struct msess *s, uint32_t idx, const char *name, const char *value);
 
 #endif
