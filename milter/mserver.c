@@ -286,7 +286,8 @@ struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t
                                                 .protocol = cfg->protocol,
                                                 .symlist_stage = cfg->symlist_stage,
                                                 .symlist = cfg->symlist,
-                                                .cb = cfg->cb};
+                                                .cb = cfg->cb,
+                                                .ctx = cfg->ctx};
     srv->wake_pipe[0] = srv->wake_pipe[1] = -1;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

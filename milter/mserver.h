@@ -31,6 +31,7 @@ struct mserver_config {
     unsigned shutdown_ms;
     unsigned max_sessions;     /* concurrent connections; more are closed at once */
     const struct mserver_callbacks *cb;
+    void *ctx;                 /* for the callbacks: msess_ctx() */
     /* Called by mserver_run's thread at least every tick_ms milliseconds
      * while it serves (a watchdog ping: the accept loop is alive); 0 or a
      * NULL tick: never. */

@@ -45,6 +45,11 @@ struct msess {
 /* ------------------------------------------------------------------------ */
 /* Session API. */
 
+void *msess_ctx(const struct msess *s)
+{
+    return s->cfg->ctx;
+}
+
 void *msess_getpriv(struct msess *s)
 {
     return s->priv;

@@ -49,6 +49,7 @@ struct msession_config {
     int symlist_stage;         /* SMFIM_* stage of symlist */
     const char *symlist;       /* macros wanted at that stage, or NULL */
     const struct mserver_callbacks *cb;
+    void *ctx;                 /* for the callbacks: msess_ctx() */
 };
 
 /* Results of msess_received. */
@@ -81,6 +82,7 @@ bool msess_between_packets(const struct msess *s);
 bool msess_in_txn(const struct msess *s);
 
 /* The callbacks' API. */
+void *msess_ctx(const struct msess *s); /* msession_config.ctx */
 void *msess_getpriv(struct msess *s);
 void msess_setpriv(struct msess *s, void *priv);
 uint32_t msess_protocol(const struct msess *s); /* the negotiated SMFIP_* flags */
