@@ -89,6 +89,7 @@ static void conn_reset_message(struct conn *c)
     }
     c->nrcpts = 0;
     c->active = false;
+    config_release(&c->cfg); /* a replaced configuration goes with its last message */
     c->in_body = false;
     c->oversize = false;
     c->failed = false;
@@ -168,7 +169,7 @@ static enum mstatus cb_envfrom(struct msess *ctx, const char *from)
         return MS_NOREPLY; /* cannot happen: cb_connect made it */
     conn_reset_message(c);
     c->active = true;
-    c->cfg = atomic_load(c->f->config);
+    c->cfg = config_live_get(c->f->config);
     const struct config *cfg = c->cfg;
 
     auth = msess_getsymval(ctx, "{auth_authen}");

@@ -4,8 +4,9 @@
  * store; and their set-up.
  *
  * The callbacks' context (msession_config.ctx) is a struct filter, shared by
- * all sessions and not changed after set-up; the configuration it points to
- * is replaced whole on reload (each message uses the one current at MAIL).
+ * all sessions and not changed after set-up; the configuration it holds is
+ * replaced whole on reload: each message takes a reference to the one
+ * current at MAIL and lets it go at its end (config_live, config.h).
  */
 #ifndef FILTERMAIL_FILTER_H
 #define FILTERMAIL_FILTER_H
@@ -23,7 +24,7 @@
 #include "rejected.h"
 
 struct filter {
-    const struct config *_Atomic *config; /* the running configuration */
+    struct config_live *config;  /* the running configuration */
     struct dns_resolver *dns;
     struct dkimcheck *checker;   /* verification of incoming mail; NULL: off */
     struct dkimsign *signer;     /* signing of outgoing mail; NULL: off */

@@ -29,17 +29,12 @@
  * process (default_process_limit 100). */
 #define MAX_SESSIONS 1000
 
-/* The running configuration. SIGHUP replaces it (an atomic pointer: each use
- * reads the current one); replaced ones are kept until exit, since a session
- * may still be reading them. */
-static const struct config *_Atomic cfg;
+/* The running configuration: each message takes a reference to the one
+ * current at its MAIL FROM; SIGHUP replaces it whole, and a replaced one is
+ * freed when its last message ends. */
+static struct config_live *live;
 static const char *config_path;
-struct retired {
-    struct config *c;
-    struct retired *next;
-};
-static struct retired *retired_configs;
-static struct filter filter = {.config = &cfg};
+static struct filter filter;
 
 static struct mserver *server;
 
@@ -52,31 +47,21 @@ static void reload_config(void)
 {
     char err[1024];
     struct config *n;
-    const struct config *old = cfg;
-    struct retired *r = malloc(sizeof(*r));
+    const char *restart_key;
+    const struct config *running = config_live_get(live);
 
-    if (r == NULL || config_load(config_path, &n, err, sizeof(err)) < 0) {
+    if (config_reload(config_path, running, CONFIG_PROG_MILTER, NULL, &n, &restart_key, err,
+                      sizeof(err)) < 0) {
         log_err("filtermail", "Failed to reload config: %s (keeping the running configuration)",
-                r == NULL ? "out of memory" : err);
-        free(r);
-        return;
+                err);
+    } else {
+        if (restart_key != NULL)
+            log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes "
+                     "effect at the next restart", restart_key, config_path);
+        config_live_set(live, n);
+        log_info("filtermail", "configuration reloaded from %s", config_path);
     }
-    static const char *const fixed[] = {
-        "filtermail_milter_socket", "filtermail_user", "filtermail_socket_group",
-        "filtermail_log_level", "mail_domain", "filtermail_dkim_sign", "filtermail_dkim_key",
-        "filtermail_dkim_selector", "filtermail_rejected_dir", "filtermail_rejected_max_files",
-        "filtermail_rejected_max_bytes", "filtermail_unbound_config", "filtermail_trust_anchor",
-        "filtermail_dns_timeout", "filtermail_milter_timeout", NULL,
-    };
-    const char *changed = config_changed(old, n, fixed);
-    if (changed != NULL)
-        log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes effect "
-                 "at the next restart", changed, config_path);
-    r->c = (struct config *)old;
-    r->next = retired_configs;
-    retired_configs = r;
-    cfg = n;
-    log_info("filtermail", "configuration reloaded from %s", config_path);
+    config_release(&running);
 }
 
 static void usage(const char *argv0)
@@ -103,7 +88,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "Failed to read config: %s\n", err);
         return 1;
     }
-    cfg = c;
+    const struct config *cfg = c;
+    live = config_live_new(c);
+    if (live == NULL) {
+        fprintf(stderr, "Failed to read config: out of memory\n");
+        return 1;
+    }
+    filter.config = live;
     config_path = argv[1];
     log_init(argv[0], cfg->log_level);
 

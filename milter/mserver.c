@@ -24,6 +24,7 @@
 
 #include "buf.h"
 #include "fdio.h"
+#include "listener.h"
 #include "log.h"
 #include "mproto.h"
 
@@ -33,7 +34,8 @@
 #define WAITALL_MIN 8192
 
 struct mserver {
-    int lfd;
+    struct listener lsn;
+    int lfd;                     /* lsn.fd */
     int wake_pipe[2];            /* non-blocking; a byte wakes mserver_run */
     volatile sig_atomic_t stop_asked, reload_asked;
     struct mserver_config cfg;
@@ -205,73 +207,6 @@ static void start_session(struct mserver *srv, int fd)
     free(c);
 }
 
-/* ------------------------------------------------------------------------ */
-/* The listening socket. */
-
-static int open_unix(const char *path, char *err, size_t errlen)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    struct stat st;
-    int fd;
-
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        snprintf(err, errlen, "socket path too long: %s", path);
-        return -1;
-    }
-    strcpy(sa.sun_path, path);
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            snprintf(err, errlen, "%s exists and is not a socket", path);
-            return -1;
-        }
-        unlink(path);
-    }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int open_inet(const char *spec, int family, char *err, size_t errlen)
-{
-    char port[16], host[256];
-    const char *at = strchr(spec, '@');
-    struct addrinfo hints = {.ai_family = family, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res;
-    int fd, one = 1, e;
-
-    size_t plen = at != NULL ? (size_t)(at - spec) : strlen(spec);
-    if (plen == 0 || plen >= sizeof(port) || (at != NULL && strlen(at + 1) >= sizeof(host))) {
-        snprintf(err, errlen, "bad socket %s (inet:PORT@HOST)", spec);
-        return -1;
-    }
-    memcpy(port, spec, plen);
-    port[plen] = '\0';
-    if (at != NULL)
-        snprintf(host, sizeof(host), "%s", at + 1);
-    e = getaddrinfo(at != NULL ? host : NULL, port, &hints, &res);
-    if (e != 0) {
-        snprintf(err, errlen, "%s: %s", spec, gai_strerror(e));
-        return -1;
-    }
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
-        snprintf(err, errlen, "%s: %s", spec, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
 struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t errlen)
 {
     struct mserver *srv = calloc(1, sizeof(*srv));
@@ -295,20 +230,15 @@ struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t
     pthread_cond_init(&srv->ended, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&srv->lock, NULL);
-    if (strncmp(spec, "unix:", 5) == 0)
-        srv->lfd = open_unix(spec + 5, err, errlen);
-    else if (strncmp(spec, "local:", 6) == 0)
-        srv->lfd = open_unix(spec + 6, err, errlen);
-    else if (strncmp(spec, "inet:", 5) == 0)
-        srv->lfd = open_inet(spec + 5, AF_INET, err, errlen);
-    else if (strncmp(spec, "inet6:", 6) == 0)
-        srv->lfd = open_inet(spec + 6, AF_INET6, err, errlen);
-    else if (spec[0] == '/')
-        srv->lfd = open_unix(spec, err, errlen);
-    else {
-        snprintf(err, errlen, "bad socket %s (unix:PATH or inet:PORT@HOST)", spec);
+    /* The socket (listener.h: one syntax for every daemon; a unix socket
+     * another process still listens on is left alone). */
+    struct listener_addr addr;
+    srv->lsn.fd = -1;
+    if (listener_parse(spec, &addr, err, errlen) == 0 &&
+        listener_open(&srv->lsn, &addr, 128, 0, err, errlen) == 0)
+        srv->lfd = srv->lsn.fd;
+    else
         srv->lfd = -1;
-    }
     /* Non-blocking: a signal handler writing to a full pipe must not block
      * (a wake-up is then pending anyway; the flags say what is asked). */
     if (srv->lfd < 0 || pipe2(srv->wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
@@ -467,8 +397,7 @@ int mserver_close(struct mserver **sp)
     if (srv == NULL)
         return 0;
     *sp = NULL;
-    if (srv->lfd >= 0)
-        close(srv->lfd);
+    listener_close(&srv->lsn); /* and its socket file, if still ours */
     srv->lfd = -1;
     pthread_mutex_lock(&srv->lock);
     srv->stopping = true;

@@ -15,7 +15,7 @@
 #include "msession.h"
 
 struct mserver_config {
-    const char *socket_spec;   /* unix:PATH, local:PATH, inet:PORT@HOST, inet6:PORT@HOST */
+    const char *socket_spec;   /* any form listener_parse() accepts (listener.h) */
     uint32_t actions;          /* SMFIF_* wanted */
     uint32_t protocol;         /* SMFIP_* wanted (skips and no-reply flags) */
     int symlist_stage;         /* SMFIM_* stage of symlist */
@@ -43,8 +43,10 @@ struct mserver_config {
 
 struct mserver;
 
-/* Binds the socket (as root, before privileges are dropped). NULL with a
- * message in err. A unix socket's file is replaced when it is a socket. */
+/* Binds the socket (as root, before privileges are dropped) with
+ * listener_open(): a unix socket file left by a dead process is replaced, one
+ * another process still listens on is not (an error). NULL with a message in
+ * err. */
 struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t errlen);
 
 /* Serves until mserver_stop is called. Returns 0, or -1 with a message in

@@ -18,8 +18,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const struct config *_Atomic cfg;
-static struct filter filter = {.config = &cfg};
+static struct filter filter;
 static const struct msession_config session_cfg = {
     .actions = FILTER_ACTIONS,
     .protocol = FILTER_PROTOCOL,
@@ -49,7 +48,7 @@ static void setup(void)
     fclose(f);
     if (config_load(p, &c, err, sizeof(err)) < 0)
         abort();
-    cfg = c;
+    filter.config = config_live_new(c);
     log_init("fuzz_msession", "error");
 }
 

@@ -6,6 +6,10 @@ under bad input, concurrency and failure.
 Most tests share one relay (setup_module); the failure test starts its own.
 """
 import base64
+import grp
+import os
+import pwd
+import subprocess
 import concurrent.futures
 import random
 import re
@@ -746,6 +750,39 @@ def test_shutdown_with_sessions_in_flight():
         assert not wrong, wrong
         assert any(matches(x, ENCRYPTION_NEEDED) for x in replies), replies[:3]
         assert any(400 <= x.code < 500 for x in replies), replies[-3:]
+
+
+def test_bare_socket_path_reaches_postfix():
+    """filtermail_milter_socket = /path (a form the milter accepts): the socket
+    is handed to filtermail_user and the Postfix group, 0660, and mail is
+    filtered (it once stayed root:root 0770: Postfix could not connect and
+    deferred everything)."""
+    r = Relay()
+    r.extra_ini["filtermail_milter_socket"] = str(r.milter_socket)
+    try:
+        r.start()
+        r.add_user(TWO)
+        check_reply(r.send_outgoing(ONE, [TWO], encrypted(ONE)), ACCEPT, "bare socket path")
+        check_reply(r.send_outgoing(ONE, [TWO], plain(ONE)), ENCRYPTION_NEEDED,
+                    "bare socket path, cleartext")
+        st = os.stat(r.milter_socket)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
+            (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("postfix").gr_gid, 0o660), st
+    finally:
+        r.stop()
+
+
+def test_second_milter_leaves_the_socket_alone():
+    """A second milter started on the socket of a running one fails, and the
+    running one keeps its socket and keeps filtering."""
+    with Relay() as r:
+        r.add_user(TWO)
+        second = subprocess.run([str(r.binary), str(r.ini_path)], capture_output=True,
+                                timeout=30, env=dict(os.environ, FILTERMAIL_SKIP_DKIM="1"))
+        assert second.returncode == 1, second
+        assert b"listen" in second.stderr or b"socket" in second.stderr, second.stderr
+        check_reply(r.send_outgoing(ONE, [TWO], plain(ONE)), ENCRYPTION_NEEDED,
+                    "after a second milter tried the socket")
 
 
 # -- milter failure ----------------------------------------------------------

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -488,11 +489,58 @@ static void test_stop_and_reload_never_block(void)
     rmdir(dir);
 }
 
+/* A second server on the socket a running one listens on fails to start
+ * and leaves the socket alone (it used to unlink it and take the address);
+ * a socket file left by a server that is gone is replaced; closing removes
+ * only the server's own socket file. */
+static void test_socket_not_stolen(void)
+{
+    struct server a;
+    char spec[128], err[256];
+    if (!server_start(&a, 5, 100))
+        return;
+    snprintf(spec, sizeof(spec), "unix:%s", a.sock);
+    struct mserver_config cfg = {.socket_spec = spec, .timeout = 5, .max_sessions = 4,
+                                 .cb = &msg_cbs};
+    struct mserver *b = mserver_open(&cfg, err, sizeof(err));
+    CHECK(b == NULL);
+    mserver_close(&b);
+    /* The first still serves on its socket. */
+    int fd = open_message(a.sock);
+    CHECK(fd >= 0);
+    CHECK_INT(end_message(fd), SMFIR_REPLYCODE);
+    close(fd);
+
+    /* Bare paths (as filtermail_milter_socket = /path) are unix sockets too. */
+    CHECK(mserver_open(&(struct mserver_config){.socket_spec = a.sock, .timeout = 5,
+                                                .max_sessions = 4, .cb = &msg_cbs},
+                       err, sizeof(err)) == NULL);
+
+    /* A socket file nobody listens on any more is replaced. */
+    struct stat st;
+    mserver_stop(a.srv);
+    pthread_join(a.t, NULL);
+    struct mserver *srv = a.srv;
+    CHECK_INT(mserver_close(&srv), 0);
+    CHECK(stat(a.sock, &st) < 0); /* its own file: removed at close */
+    int stale = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", a.sock);
+    CHECK(bind(stale, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    close(stale); /* a socket file with no listener */
+    b = mserver_open(&cfg, err, sizeof(err));
+    CHECKF(b != NULL, "%s", err);
+    mserver_close(&b);
+    unlink(a.sock);
+    rmdir(a.dir);
+}
+
 int main(void)
 {
     UNIT_RUN(test_macros);
     UNIT_RUN(test_silence_between_packets);
     UNIT_RUN(test_shutdown_with_sessions_in_flight);
     UNIT_RUN(test_stop_and_reload_never_block);
+    UNIT_RUN(test_socket_not_stolen);
     return unit_summary();
 }

@@ -18,8 +18,8 @@
 #include "log.h"
 
 static char dir[] = "/tmp/filtermail-msession-XXXXXX";
-static const struct config *_Atomic cfg;
-static struct filter filter = {.config = &cfg};
+static struct filter filter;
+static char ini[600];
 static const struct msession_config session_cfg = {
     .actions = FILTER_ACTIONS,
     .protocol = FILTER_PROTOCOL,
@@ -220,7 +220,40 @@ static void setup(void)
         fprintf(stderr, "%s\n", err);
         abort();
     }
-    cfg = c;
+    snprintf(ini, sizeof(ini), "%s", p);
+    filter.config = config_live_new(c);
+}
+
+/* A reload replaces the configuration whole; the replaced one lives only as
+ * long as a message still uses it (the milter used to keep every replaced
+ * configuration until it exited). */
+static void test_reload_frees_replaced(void)
+{
+    char err[256];
+    for (int round = 0; round < 3; round++) {
+        const struct config *old = config_live_get(filter.config);
+        struct config *n;
+        CHECK(config_load(ini, &n, err, sizeof(err)) == 0);
+        /* A message in progress across the reload keeps the old one. */
+        struct msess *s = msess_new(&session_cfg);
+        struct record *recs;
+        size_t nrec;
+        char *raw = load("incoming-abort", &recs, &nrec);
+        /* Up to the first MAIL: negotiation and macros, then MAIL. */
+        for (size_t i = 0; i < nrec && i < 3; i++)
+            if (recs[i].dir == '>')
+                msess_push(s, recs[i].data, recs[i].len);
+        config_live_set(filter.config, n);
+        unsigned held = atomic_load(&old->refs);
+        CHECKF(held == 2, "round %d: %u references during the message, want ours and its",
+               round, held);
+        msess_free(&s); /* the connection ends: the message lets go */
+        CHECKF(atomic_load(&old->refs) == 1, "round %d: %u references left, %u before", round,
+               atomic_load(&old->refs), held);
+        config_release(&old); /* the last one: freed (LeakSanitizer checks) */
+        free(recs);
+        free(raw);
+    }
 }
 
 int main(void)
@@ -232,7 +265,8 @@ int main(void)
     UNIT_RUN(test_replay);
     UNIT_RUN(test_replay_byte_by_byte);
     UNIT_RUN(test_malformed);
-    config_free((struct config **)&cfg);
+    UNIT_RUN(test_reload_frees_replaced);
+    config_live_free(&filter.config);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0)
