@@ -6,9 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <opendkim/dkim.h>
+
+#include "clock.h"
 
 /* A key record, as fetched: normalised text and when it expires. */
 struct key_entry {
@@ -59,13 +60,6 @@ struct dkimcheck_msg {
     bool tempfail;             /* an aligned signature's key lookup failed temporarily */
     char tempfail_why[512];
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 size_t dkimcheck_normalize_txt(char *txt, size_t len)
 {
@@ -144,7 +138,7 @@ static bool cache_get(struct dkimcheck *c, const char *name, unsigned char *buf,
     pthread_mutex_lock(&c->lock);
     c->lookups++;
     struct key_entry *e = cache_find(c, name);
-    if (e != NULL && e->expires_ns <= now_ns()) {
+    if (e != NULL && e->expires_ns <= clock_mono_ns()) {
         cache_remove(c, e);
         e = NULL;
     }
@@ -174,7 +168,7 @@ static void cache_put(struct dkimcheck *c, const char *name, const char *txt, ui
         return;
     }
     snprintf(n->name, sizeof(n->name), "%s", name);
-    n->expires_ns = now_ns() + (uint64_t)ttl * 1000000000ull;
+    n->expires_ns = clock_mono_ns() + (uint64_t)ttl * CLOCK_NS_PER_SEC;
     pthread_mutex_lock(&c->lock);
     struct key_entry *old = cache_find(c, name);
     if (old != NULL)
@@ -249,7 +243,7 @@ static bool cache_has(struct dkimcheck *c, const char *name)
 {
     pthread_mutex_lock(&c->lock);
     struct key_entry *e = cache_find(c, name);
-    bool fresh = e != NULL && e->expires_ns > now_ns();
+    bool fresh = e != NULL && e->expires_ns > clock_mono_ns();
     pthread_mutex_unlock(&c->lock);
     return fresh;
 }
@@ -263,7 +257,7 @@ static void start_lookups(struct dkimcheck_msg *m, DKIM *dkim)
     int nsigs = 0;
 
     m->lookups_started = true;
-    m->deadline_ns = now_ns() + (uint64_t)m->c->timeout_ms * 1000000ull;
+    m->deadline_ns = clock_mono_ns() + (uint64_t)m->c->timeout_ms * CLOCK_NS_PER_MS;
     if (dkim_getsiglist(dkim, &sigs, &nsigs) != DKIM_STAT_OK)
         return;
     for (int i = 0; i < nsigs && m->npending < DKIMCHECK_MAX_SIGNATURES; i++) {
@@ -285,8 +279,8 @@ static void start_lookups(struct dkimcheck_msg *m, DKIM *dkim)
 /* The answer for name within what is left of the message's deadline. */
 static void lookup_within_budget(struct dkimcheck_msg *m, const char *name, struct dns_result *r)
 {
-    uint64_t now = now_ns();
-    int left_ms = now >= m->deadline_ns ? 0 : (int)((m->deadline_ns - now) / 1000000ull);
+    uint64_t now = clock_mono_ns();
+    int left_ms = now >= m->deadline_ns ? 0 : (int)((m->deadline_ns - now) / CLOCK_NS_PER_MS);
     for (size_t i = 0; i < m->npending; i++) {
         struct pending *p = &m->pending[i];
         if (p->q != NULL && strcasecmp(p->name, name) == 0) {

@@ -23,6 +23,7 @@
 #include <libmilter/mfdef.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "fdio.h"
 #include "listener.h"
 #include "log.h"
@@ -297,25 +298,17 @@ int mserver_catch_signals(struct mserver *srv)
     return 0;
 }
 
-/* Milliseconds on the monotonic clock. */
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int mserver_run(struct mserver *srv, char *err, size_t errlen)
 {
     struct pollfd pfd[2] = {{.fd = srv->lfd, .events = POLLIN},
                             {.fd = srv->wake_pipe[0], .events = POLLIN}};
     bool ticking = srv->cfg.tick != NULL && srv->cfg.tick_ms > 0;
-    int64_t next_tick = ticking ? mono_ms() : 0;
+    uint64_t next_tick = ticking ? clock_mono_ms() : 0;
 
     for (;;) {
         int timeout = -1;
         if (ticking) {
-            int64_t now = mono_ms();
+            uint64_t now = clock_mono_ms();
             if (now >= next_tick) {
                 srv->cfg.tick();
                 next_tick = now + srv->cfg.tick_ms;
