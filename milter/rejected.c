@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "fdio.h"
+#include "fileio.h"
 
 struct rejected_store {
     int dirfd;
@@ -98,10 +100,26 @@ static void spool_drop(struct rejected_spool *sp, bool too_large, int err)
     sp->err = err;
 }
 
+/* An unnamed file in the store's directory: O_TMPFILE, or where the file
+ * system lacks it a file created and unlinked at once. */
+static int spool_open(struct rejected_store *s)
+{
+    static atomic_ulong n;
+    char name[64];
+    int fd = openat(s->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+        return fd;
+    snprintf(name, sizeof(name), ".spool.%ld.%lu", (long)getpid(), atomic_fetch_add(&n, 1));
+    fd = openat(s->dirfd, name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0)
+        unlinkat(s->dirfd, name, 0);
+    return fd;
+}
+
 /* Moves the message from memory into an unnamed file. Returns 0 or -1. */
 static int spool_to_file(struct rejected_store *s, struct rejected_spool *sp)
 {
-    sp->fd = openat(s->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    sp->fd = spool_open(s);
     if (sp->fd < 0 || fd_write_all(sp->fd, sp->mem, (size_t)sp->bytes) < 0) {
         spool_drop(sp, false, errno);
         return -1;
@@ -204,14 +222,37 @@ static void rotate(struct rejected_store *s, int rfd)
     free(e);
 }
 
+/* Copies the spooled message to fd. Returns 0 or -1 (errno). */
+static int spool_copy(const struct rejected_spool *sp, int fd)
+{
+    char chunk[65536];
+    if (sp->fd < 0)
+        return fd_write_all(fd, sp->mem, (size_t)sp->bytes);
+    for (uint64_t off = 0; off < sp->bytes;) {
+        size_t want = sp->bytes - off < sizeof(chunk) ? (size_t)(sp->bytes - off) : sizeof(chunk);
+        ssize_t n = pread(sp->fd, chunk, want, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO; /* the spool is shorter than what was written */
+            return -1;
+        }
+        if (fd_write_all(fd, chunk, (size_t)n) < 0)
+            return -1;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
 int rejected_keep(struct rejected_store *s, struct rejected_spool *sp, const char *reason,
                   const char *qid, char *out, size_t outlen)
 {
-    char id[32], name[128], proc[64];
+    char id[32], name[128], ferr[128];
     size_t o = 0;
     int rfd, rc = -1;
 
-    if (!sp->on || (sp->fd < 0 && spool_to_file(s, sp) < 0)) {
+    if (!sp->on) {
         if (sp->too_large)
             snprintf(out, outlen, "too large to keep");
         else
@@ -237,9 +278,15 @@ int rejected_keep(struct rejected_store *s, struct rejected_spool *sp, const cha
     }
     snprintf(name, sizeof(name), "%lld-%s-%lu.eml", (long long)time(NULL),
              id[0] != '\0' ? id : "NOQUEUE", ++s->serial);
-    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", sp->fd);
-    if (linkat(AT_FDCWD, proc, rfd, name, AT_SYMLINK_FOLLOW) < 0) {
+    /* Written as every file is (fileio.h): whole, synced, then named. */
+    struct fileio_atomic w;
+    if (fileio_atomic_begin(&w, rfd, name, 0600, ferr, sizeof(ferr)) < 0) {
+        snprintf(out, outlen, "%s/%s: %s", reason, name, ferr);
+    } else if (spool_copy(sp, w.fd) < 0) {
         snprintf(out, outlen, "%s/%s: %s", reason, name, strerror(errno));
+        fileio_atomic_abort(&w);
+    } else if (fileio_atomic_commit(&w, ferr, sizeof(ferr)) < 0) {
+        snprintf(out, outlen, "%s/%s: %s", reason, name, ferr);
     } else {
         snprintf(out, outlen, "%s/%s", reason, name);
         rotate(s, rfd);

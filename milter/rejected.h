@@ -6,7 +6,8 @@
  * work for a message that passes), beyond that into an anonymous file
  * (O_TMPFILE) in the store's directory: nothing is named, so nothing is left
  * behind when the message passes or the milter dies. Only a rejected message
- * gets a name, <dir>/<reason>/<unix-seconds>-<queue-id>-<n>.eml, mode 0600;
+ * is written to a file of its own (fileio.h's atomic writer: whole, synced,
+ * then named), <dir>/<reason>/<unix-seconds>-<queue-id>-<n>.eml, mode 0600;
  * then the oldest files of that reason are deleted until at most max_files
  * files and max_bytes bytes remain. A message larger than max_bytes is not
  * kept.
