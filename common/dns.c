@@ -13,6 +13,8 @@
 
 #include <unbound.h>
 
+#include "clock.h"
+
 struct dns_resolver {
     struct ub_ctx *ctx;
     pthread_t pump;
@@ -271,15 +273,8 @@ static void dns_fill(struct dns_result *res, int err, struct ub_result *u)
 void dns_query_wait(struct dns_query *q, int timeout_ms, struct dns_result *res)
 {
     struct dns_resolver *r = q->r;
-    struct timespec deadline;
+    struct timespec deadline = clock_mono_deadline(timeout_ms > 0 ? (uint64_t)timeout_ms : 0);
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
     pthread_mutex_lock(&r->lock);
     while (q->state == Q_PENDING) {
         if (pthread_cond_timedwait(&q->cond, &r->lock, &deadline) == ETIMEDOUT &&

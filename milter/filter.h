@@ -45,6 +45,12 @@ struct filter {
 
 extern const struct mserver_callbacks filter_callbacks;
 
+/* The fields of a struct msession_config (or mserver_config) that make a
+ * session this filter's, f its struct filter: {FILTER_SESSION(&f), ...}. */
+#define FILTER_SESSION(f)                                                                          \
+    .actions = FILTER_ACTIONS, .protocol = FILTER_PROTOCOL, .symlist_stage = FILTER_MACRO_STAGE,   \
+    .symlist = FILTER_MACROS, .cb = &filter_callbacks, .ctx = (f)
+
 /* The signer, resolver, verifier and rejected store that cfg asks for
  * (FILTERMAIL_SKIP_DKIM=1 or true in the environment turns verification
  * off). Runs as root, before privileges are dropped: the signing key is

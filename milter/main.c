@@ -106,15 +106,10 @@ int main(int argc, char **argv)
     sock = cfg->milter_socket;
     struct mserver_config mc = {
         .socket_spec = sock,
-        .actions = FILTER_ACTIONS,
-        .protocol = FILTER_PROTOCOL,
-        .symlist_stage = FILTER_MACRO_STAGE,
-        .symlist = FILTER_MACROS,
+        FILTER_SESSION(&filter),
         .timeout = (int)cfg->milter_timeout,
         .shutdown_ms = SHUTDOWN_MS,
         .max_sessions = MAX_SESSIONS,
-        .cb = &filter_callbacks,
-        .ctx = &filter,
         /* Under systemd with WatchdogSec=, the accept loop pings it. */
         .tick_ms = sdnotify_watchdog_interval_ms(),
         .tick = sdnotify_watchdog,

@@ -365,19 +365,6 @@ static unsigned wait_sessions(struct mserver *srv, const struct timespec *deadli
     return srv->nsessions;
 }
 
-static struct timespec deadline_in(unsigned ms)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
-
 /* The part of a shutdown after the grace period: every socket is shut, so
  * no session waits on Postfix any more; a session inside a callback (a DNS
  * lookup) ends when that returns. */
@@ -397,14 +384,14 @@ int mserver_close(struct mserver **sp)
     for (struct mconn *c = srv->sessions; c != NULL; c = c->next)
         if (c->idle)
             shutdown(c->fd, SHUT_RD);
-    struct timespec grace = deadline_in(srv->cfg.shutdown_ms);
+    struct timespec grace = clock_mono_deadline(srv->cfg.shutdown_ms);
     left = wait_sessions(srv, &grace);
     if (left > 0) {
         log_warn(TARGET, "%u milter sessions still busy after %u ms; closing their connections",
                  left, srv->cfg.shutdown_ms);
         for (struct mconn *c = srv->sessions; c != NULL; c = c->next)
             shutdown(c->fd, SHUT_RDWR);
-        struct timespec last = deadline_in(SHUT_WAIT_MS);
+        struct timespec last = clock_mono_deadline(SHUT_WAIT_MS);
         left = wait_sessions(srv, &last);
     }
     pthread_mutex_unlock(&srv->lock);

@@ -19,14 +19,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct filter filter;
-static const struct msession_config session_cfg = {
-    .actions = FILTER_ACTIONS,
-    .protocol = FILTER_PROTOCOL,
-    .symlist_stage = FILTER_MACRO_STAGE,
-    .symlist = FILTER_MACROS,
-    .cb = &filter_callbacks,
-    .ctx = &filter,
-};
+static const struct msession_config session_cfg = {FILTER_SESSION(&filter)};
 
 static void setup(void)
 {

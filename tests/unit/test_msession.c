@@ -20,14 +20,7 @@
 static char dir[] = "/tmp/filtermail-msession-XXXXXX";
 static struct filter filter;
 static char ini[600];
-static const struct msession_config session_cfg = {
-    .actions = FILTER_ACTIONS,
-    .protocol = FILTER_PROTOCOL,
-    .symlist_stage = FILTER_MACRO_STAGE,
-    .symlist = FILTER_MACROS,
-    .cb = &filter_callbacks,
-    .ctx = &filter,
-};
+static const struct msession_config session_cfg = {FILTER_SESSION(&filter)};
 
 struct record {
     char dir; /* '>' from Postfix, '<' from the milter */
