@@ -27,6 +27,7 @@
 #include "hfield.h"
 #include "log.h"
 #include "mailbox.h"
+#include "message.h"
 #include "mime.h"
 #include "reply.h"
 #include "verdict.h"
@@ -38,9 +39,8 @@
 #define MAX_RCPTS 10000
 
 /* The longest header field kept whole for DKIM (Postfix's header_size_limit
- * defaults to 100 KiB) and the longest From value looked at. */
+ * defaults to 100 KiB). */
 #define MAX_FIELD (256 * 1024)
-#define MAX_FROM 4096
 
 struct rcpt {
     char *raw;   /* as Postfix gave it, without angle brackets (for msess_delrcpt) */
@@ -59,17 +59,13 @@ struct conn {
     size_t nrcpts, rcap;
     struct mime_parser *parser;
     bool in_body;
-    bool oversize;
     bool failed;           /* an internal error: answer 4xx at end of message */
-    unsigned long long size;
+    struct message msg;    /* size and From */
     char qid[32];
     struct dkimcheck_msg *dv;  /* incoming: verification in progress */
     struct dkimsign_msg *ds;   /* outgoing: signature in progress */
     bool verify;               /* incoming and verification is on */
     struct buf field;          /* one header field rebuilt for DKIM and the spool */
-    char from[MAX_FROM];       /* the first From value ("" when too long) */
-    size_t from_count;
-    bool from_seen;
     struct rejected_spool spool;
     char dkim_why[512];
     char dkim_domain[256];     /* the raw From's domain the signatures must align to */
@@ -91,17 +87,13 @@ static void conn_reset_message(struct conn *c)
     c->active = false;
     config_release(&c->cfg); /* a replaced configuration goes with its last message */
     c->in_body = false;
-    c->oversize = false;
     c->failed = false;
-    c->size = 0;
+    message_reset(&c->msg, 0);
     c->sender[0] = '\0';
     c->qid[0] = '\0';
     dkimcheck_msg_free(&c->dv);
     dkimsign_msg_free(&c->ds);
     buf_reset(&c->field);
-    c->from[0] = '\0';
-    c->from_count = 0;
-    c->from_seen = false;
     rejected_spool_discard(&c->spool);
     c->dkim_why[0] = '\0';
     c->dkim_domain[0] = '\0';
@@ -171,6 +163,7 @@ static enum mstatus cb_envfrom(struct msess *ctx, const char *from)
     c->active = true;
     c->cfg = config_live_get(c->f->config);
     const struct config *cfg = c->cfg;
+    message_reset(&c->msg, cfg->max_message_size);
 
     auth = msess_getsymval(ctx, "{auth_authen}");
     daemon = msess_getsymval(ctx, "{daemon_name}");
@@ -244,36 +237,14 @@ static enum mstatus cb_envrcpt(struct msess *ctx, const char *rcpt)
     return nr(c, SMFIP_NR_RCPT);
 }
 
-/* Counts message bytes; past max_message_size the parser is no longer fed. */
-static bool account(struct conn *c, size_t n)
-{
-    if (c->oversize)
-        return false;
-    c->size += n;
-    if (c->size > c->cfg->max_message_size)
-        c->oversize = true;
-    return !c->oversize;
-}
-
 static enum mstatus cb_header(struct msess *ctx, const char *name, const char *value)
 {
     struct conn *c = msess_getpriv(ctx);
-    size_t nlen, vlen;
 
     if (c == NULL || !c->active || c->failed || c->parser == NULL)
         return nr(c, SMFIP_NR_HDR);
-    nlen = strlen(name);
-    vlen = strlen(value);
-    if (!account(c, nlen + 1 + vlen + 2))
-        return nr(c, SMFIP_NR_HDR);
-    if (strcasecmp(name, "From") == 0) {
-        c->from_count++;
-        if (!c->from_seen) {
-            c->from_seen = true;
-            if (vlen < sizeof(c->from))
-                memcpy(c->from, value, vlen + 1);
-        }
-    }
+    if (!message_header(&c->msg, name, value))
+        return nr(c, SMFIP_NR_HDR); /* over max_message_size: no longer looked at */
     struct buf *f = &c->field;
     int bad = hfield_build(f, name, value, (c->pflags & SMFIP_HDR_LEADSPC) != 0);
     if (bad != 0) {
@@ -283,7 +254,7 @@ static enum mstatus cb_header(struct msess *ctx, const char *name, const char *v
          * (552, final); no memory is ours (451). Postfix's own
          * header_size_limit (100 KiB by default) normally cuts it first. */
         if (errno == ENOBUFS)
-            c->oversize = true;
+            message_set_oversize(&c->msg);
         else
             c->failed = true;
         dkimcheck_msg_free(&c->dv);
@@ -304,11 +275,11 @@ static void end_of_headers(struct conn *c)
 {
     if (!c->in_body) {
         c->in_body = true;
-        if (c->parser != NULL && !c->oversize)
+        if (c->parser != NULL && !c->msg.oversize)
             mime_push(c->parser, "\r\n", 2);
         rejected_spool_write(c->f->rejected, &c->spool, "\r\n", 2);
         if (c->dv != NULL) {
-            address_from_domain(c->from, c->dkim_domain, sizeof(c->dkim_domain));
+            address_from_domain(c->msg.from, c->dkim_domain, sizeof(c->dkim_domain));
             dkimcheck_eoh(c->dv, c->dkim_domain[0] != '\0' ? c->dkim_domain : NULL);
         }
         if (c->ds != NULL)
@@ -323,7 +294,7 @@ static enum mstatus cb_body(struct msess *ctx, const unsigned char *chunk, size_
     if (c == NULL || !c->active || c->failed || c->parser == NULL)
         return nr(c, SMFIP_NR_BODY);
     end_of_headers(c);
-    if (account(c, len)) {
+    if (message_account(&c->msg, len)) {
         mime_push(c->parser, (const char *)chunk, len);
         if (c->dv != NULL)
             dkimcheck_body(c->dv, chunk, len);
@@ -353,8 +324,9 @@ static enum verdict_origin origin_check(void *ctx)
         return ORIGIN_SKIPPED;
     if (c->dv == NULL) /* dropped on a header it could not hold: fail closed */
         return ORIGIN_NO_VALID_SIGNATURE;
-    size_t naddr = c->from[0] != '\0' ? address_count(c->from, strlen(c->from)) : 0;
-    o = dkimcheck_finish(c->dv, c->from_count, naddr, c->dkim_why, sizeof(c->dkim_why));
+    const char *from = c->msg.from;
+    size_t naddr = from[0] != '\0' ? address_count(from, strlen(from)) : 0;
+    o = dkimcheck_finish(c->dv, c->msg.from_count, naddr, c->dkim_why, sizeof(c->dkim_why));
     log_msg(LOGL_INFO, TARGET, "%s: DKIM %s: %s", c->qid,
             o == ORIGIN_PASS ? "pass" : o == ORIGIN_TEMPFAIL ? "temporary failure" : "fail",
             c->dkim_why);
@@ -423,7 +395,7 @@ static enum mstatus cb_eom(struct msess *ctx)
     in.dir = c->dir;
     in.sender = c->sender;
     in.msg = &res;
-    in.oversize = c->oversize;
+    in.oversize = c->msg.oversize;
     in.passthrough_senders = &cfg->passthrough_senders;
     in.passthrough_recipients = &cfg->passthrough_recipients;
     in.origin = ORIGIN_SKIPPED;
