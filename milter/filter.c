@@ -22,6 +22,7 @@
 #include <libmilter/mfapi.h>
 #include <libmilter/mfdef.h>
 
+#include "actions.h"
 #include "address.h"
 #include "buf.h"
 #include "hfield.h"
@@ -445,39 +446,27 @@ static enum mstatus cb_eom(struct msess *ctx)
                                             : "tempfail",
               verdict_kind_name(v.kind), verdict_reason_name(v.reason), v.text);
 
-    switch (v.action) {
-    case VERDICT_ACCEPT:
-        for (size_t i = 0; i < c->nrcpts; i++) {
-            if (vr[i].remove && msess_delrcpt(ctx, c->rcpts[i].raw) != 0) {
-                rc = tempfail(ctx, "cannot remove a recipient");
-                goto out;
-            }
-        }
-        if (v.null_sender && msess_chgfrom(ctx, "<>") != 0) {
-            rc = tempfail(ctx, "cannot change the envelope sender");
+    struct actions a;
+    actions_plan(&v, c->ds != NULL, &a);
+    for (size_t i = 0; a.remove_rcpts && i < c->nrcpts; i++) {
+        if (vr[i].remove && msess_delrcpt(ctx, c->rcpts[i].raw) != 0) {
+            rc = tempfail(ctx, "cannot remove a recipient");
             goto out;
         }
-        if (c->ds != NULL && sign(ctx, c) < 0) {
-            rc = tempfail(ctx, "DKIM signing failed");
-            goto out;
-        }
-        rc = MS_CONTINUE;
-        break;
-    case VERDICT_REJECT:
-        if (v.reason == REASON_DKIM)
-            keep_rejected(c);
-        set_reply(ctx, v.code, v.xcode, v.text);
-        rc = MS_REJECT;
-        break;
-    case VERDICT_TEMPFAIL:
-        set_reply(ctx, v.code, v.xcode, v.text);
-        rc = MS_TEMPFAIL;
-        break;
-    case VERDICT_DISCARD:
-    default:
-        rc = MS_DISCARD;
-        break;
     }
+    if (a.null_sender && msess_chgfrom(ctx, "<>") != 0) {
+        rc = tempfail(ctx, "cannot change the envelope sender");
+        goto out;
+    }
+    if (a.sign && sign(ctx, c) < 0) {
+        rc = tempfail(ctx, "DKIM signing failed");
+        goto out;
+    }
+    if (a.keep_rejected)
+        keep_rejected(c);
+    if (a.reply)
+        set_reply(ctx, v.code, v.xcode, v.text);
+    rc = a.status;
 out:
     free(vr);
     conn_reset_message(c);
