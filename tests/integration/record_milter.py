@@ -31,6 +31,7 @@ ONE = "one@example.org"          # user, enforcing
 TWO = "two@example.org"          # user, enforcing
 OPEN = "open@example.org"        # user, not enforcing
 DISABLED = "disabled@example.org"
+BROKEN = "broken@example.org"    # its flag is a symlink: the lookup fails (451)
 REMOTE = "alice@remote.example"
 MAX_SIZE = 200_000
 
@@ -130,6 +131,9 @@ def main():
             r.add_user(u)
         r.add_user(OPEN, enforce=False)
         r.add_user(DISABLED, disabled=True)
+        (r.mailboxes_dir / BROKEN).mkdir()
+        (r.mailboxes_dir / BROKEN).chmod(0o755)
+        (r.mailboxes_dir / BROKEN / "enforceE2EEincoming").symlink_to("/etc/hostname")
         proxy = Proxy(proxy_box["path"], r.milter_socket)
 
         def session(name, service, login, steps):
@@ -160,6 +164,12 @@ def main():
             lambda s: (s.docmd("MAIL", f"FROM:<{REMOTE}>"), s.docmd("RCPT", f"TO:<{TWO}>"),
                        s.docmd("RSET")),
             lambda s: transaction(s, REMOTE, [OPEN], plain(REMOTE, OPEN)),
+        ])
+        # Our own failure: a mailbox flag that cannot be read (451 4.3.0),
+        # then a message that passes on the same connection.
+        session("tempfail", "smtp", None, [
+            lambda s: transaction(s, REMOTE, [BROKEN], encrypted(REMOTE)),
+            lambda s: transaction(s, REMOTE, [TWO], encrypted(REMOTE)),
         ])
         # Large bodies: one that passes (several body packets), one over
         # max_message_size (552).

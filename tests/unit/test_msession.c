@@ -96,8 +96,10 @@ static void replay(const char *name, size_t chunk)
     free(raw);
 }
 
-/* Counts the packets of each command one direction of a recording holds. */
-static void count_commands(const char *name, char d, unsigned counts[256])
+/* Counts the packets of each command one direction of a recording holds,
+ * and the reply codes starting with '4' and '5'. */
+static void count_commands(const char *name, char d, unsigned counts[256], unsigned *r4,
+                           unsigned *r5)
 {
     struct record *recs;
     size_t n;
@@ -111,14 +113,21 @@ static void count_commands(const char *name, char d, unsigned counts[256])
     long k;
     for (size_t o = 0; (k = mproto_next((unsigned char *)all.data + o, all.len - o,
                                         MPROTO_MAX_PACKET, &p)) > 0;
-         o += (size_t)k)
+         o += (size_t)k) {
         counts[(unsigned char)p.cmd]++;
+        if (p.cmd == SMFIR_REPLYCODE && p.len > 0) {
+            *r4 += p.data[0] == '4';
+            *r5 += p.data[0] == '5';
+        }
+    }
     buf_free(&all);
     free(recs);
     free(raw);
 }
 
-static const char *const recordings[] = {"outgoing-several", "incoming-abort", "large-bodies"};
+static const char *const recordings[] = {"outgoing-several", "incoming-abort", "tempfail",
+                                         "large-bodies"};
+#define NREC (sizeof(recordings) / sizeof(recordings[0]))
 
 /* The recordings hold what they are meant to: several messages on a
  * connection, ABORT, macros, large bodies, and every reply kind the milter
@@ -126,25 +135,26 @@ static const char *const recordings[] = {"outgoing-several", "incoming-abort", "
  * recipient, changed sender). */
 static void test_recordings_cover(void)
 {
-    unsigned in[256] = {0}, out[256] = {0}, eoms[3] = {0};
-    for (size_t i = 0; i < 3; i++) {
+    unsigned in[256] = {0}, out[256] = {0}, eoms[NREC] = {0}, r4 = 0, r5 = 0, x = 0;
+    for (size_t i = 0; i < NREC; i++) {
         unsigned c[256] = {0};
-        count_commands(recordings[i], '>', c);
+        count_commands(recordings[i], '>', c, &x, &x);
         eoms[i] = c[SMFIC_BODYEOB];
         for (int k = 0; k < 256; k++)
             in[k] += c[k];
-        count_commands(recordings[i], '<', out);
+        count_commands(recordings[i], '<', out, &r4, &r5);
     }
     CHECK(eoms[0] >= 4);
     CHECK(in[SMFIC_OPTNEG] >= 3 && in[SMFIC_MACRO] >= 6 && in[SMFIC_ABORT] >= 1);
     CHECK(in[SMFIC_BODY] >= 10 && in[SMFIC_QUIT] >= 3);
     CHECK(out[SMFIC_OPTNEG] >= 3 && out[SMFIR_CONTINUE] >= 3 && out[SMFIR_REPLYCODE] >= 3);
     CHECK(out[SMFIR_DISCARD] >= 1 && out[SMFIR_DELRCPT] >= 1 && out[SMFIR_CHGFROM] >= 1);
+    CHECK(r4 >= 1 && r5 >= 3); /* 451 4.3.0; 523, 500, 552 */
 }
 
 static void test_replay(void)
 {
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < NREC; i++)
         replay(recordings[i], 0);
 }
 
@@ -152,6 +162,7 @@ static void test_replay_byte_by_byte(void)
 {
     replay("outgoing-several", 1);
     replay("incoming-abort", 1);
+    replay("tempfail", 1);
     replay("large-bodies", 4093);
 }
 
@@ -184,6 +195,7 @@ static void setup(void)
         {"two@example.org", true, false},
         {"open@example.org", false, false},
         {"disabled@example.org", true, true},
+        {"broken@example.org", false, false},
     };
     char p[512], err[512];
     if (mkdtemp(dir) == NULL)
@@ -200,6 +212,10 @@ static void setup(void)
             fclose(fopen(p, "w"));
         }
     }
+    /* A flag that is a symlink: the lookup fails (ELOOP), a 451. */
+    snprintf(p, sizeof(p), "%s/broken@example.org/enforceE2EEincoming", dir);
+    if (symlink("/etc/hostname", p) < 0)
+        abort();
     /* As tests/integration/record_milter.py's relay. */
     snprintf(p, sizeof(p), "%s/chatmail.ini", dir);
     FILE *f = fopen(p, "w");
