@@ -20,6 +20,13 @@ uint64_t clock_mono_ms(void)
     return clock_read(CLOCK_MONOTONIC) / CLOCK_NS_PER_MS;
 }
 
+struct timespec clock_mono_deadline(uint64_t ms)
+{
+    uint64_t t = clock_mono_ns() + ms * CLOCK_NS_PER_MS;
+    return (struct timespec){.tv_sec = (time_t)(t / CLOCK_NS_PER_SEC),
+                             .tv_nsec = (long)(t % CLOCK_NS_PER_SEC)};
+}
+
 uint64_t clock_wall_ns(void)
 {
     return clock_read(CLOCK_REALTIME);

@@ -9,6 +9,7 @@
 #define FILTERMAIL_CLOCK_H
 
 #include <stdint.h>
+#include <time.h>
 
 #define CLOCK_NS_PER_SEC 1000000000ull
 #define CLOCK_NS_PER_MS 1000000ull
@@ -18,6 +19,10 @@ uint64_t clock_mono_ns(void);
 
 /* Milliseconds on the monotonic clock. */
 uint64_t clock_mono_ms(void);
+
+/* The monotonic time ms milliseconds from now, as the absolute deadline of
+ * pthread_cond_timedwait() on a condition variable set to CLOCK_MONOTONIC. */
+struct timespec clock_mono_deadline(uint64_t ms);
 
 /* Nanoseconds since the Unix epoch (wall-clock time). */
 uint64_t clock_wall_ns(void);

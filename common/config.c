@@ -70,6 +70,7 @@ static const struct config_key config_keys[] = {
     K("passthrough_recipients", CT_LIST, passthrough_recipients, ""),
     KF("filtermail_milter_socket", CT_SOCKET, milter_socket,
       "unix:/var/spool/postfix/filtermail/milter.sock", MILTER),
+    KF("filtermail_milter_timeout", CT_U32_NONZERO, milter_timeout, "600", MILTER),
     K("filtermail_outgoing_daemon_names", CT_LIST, outgoing_daemon_names, "ORIGINATING"),
     KF("filtermail_user", CT_STRING, user, "filtermail", MILTER | POLICYD | MXDELIV),
     KF("filtermail_socket_group", CT_STRING, socket_group, "postfix", MILTER | POLICYD),

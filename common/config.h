@@ -52,6 +52,7 @@ struct config {
 
     /* filtermail's own keys. */
     char *milter_socket;                     /* filtermail_milter_socket */
+    uint32_t milter_timeout;                 /* filtermail_milter_timeout, seconds: 600 */
     struct config_list outgoing_daemon_names; /* filtermail_outgoing_daemon_names */
     char *user;                              /* filtermail_user */
     char *socket_group;                      /* filtermail_socket_group */

@@ -13,6 +13,8 @@
 
 #include <unbound.h>
 
+#include "clock.h"
+
 struct dns_resolver {
     struct ub_ctx *ctx;
     pthread_t pump;
@@ -146,15 +148,27 @@ struct dns_resolver *dns_resolver_new(const struct dns_config *cfg, char *err, s
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto fail;
     }
-    if ((e = pthread_create(&r->pump, NULL, dns_pump, r)) != 0) {
-        snprintf(err, errlen, "cannot start the DNS thread: %s", strerror(e));
+    if (!cfg->start_later && dns_resolver_start(r, err, errlen) < 0)
         goto fail;
-    }
-    r->pump_running = true;
     return r;
 fail:
     dns_resolver_free(&r);
     return NULL;
+}
+
+/* libunbound's own worker thread starts at the first asynchronous query
+ * (the warm-up above is synchronous, in the caller's thread). */
+int dns_resolver_start(struct dns_resolver *r, char *err, size_t errlen)
+{
+    int e;
+    if (r->pump_running)
+        return 0;
+    if ((e = pthread_create(&r->pump, NULL, dns_pump, r)) != 0) {
+        snprintf(err, errlen, "cannot start the DNS thread: %s", strerror(e));
+        return -1;
+    }
+    r->pump_running = true;
+    return 0;
 }
 
 void dns_resolver_free(struct dns_resolver **rp)
@@ -259,15 +273,8 @@ static void dns_fill(struct dns_result *res, int err, struct ub_result *u)
 void dns_query_wait(struct dns_query *q, int timeout_ms, struct dns_result *res)
 {
     struct dns_resolver *r = q->r;
-    struct timespec deadline;
+    struct timespec deadline = clock_mono_deadline(timeout_ms > 0 ? (uint64_t)timeout_ms : 0);
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
     pthread_mutex_lock(&r->lock);
     while (q->state == Q_PENDING) {
         if (pthread_cond_timedwait(&q->cond, &r->lock, &deadline) == ETIMEDOUT &&
@@ -292,6 +299,25 @@ void dns_query_wait(struct dns_query *q, int timeout_ms, struct dns_result *res)
     q->result = NULL;
     dns_fill(res, q->err, u);
     query_free(q);
+}
+
+void dns_query_cancel(struct dns_query *q)
+{
+    if (q == NULL)
+        return;
+    struct dns_resolver *r = q->r;
+    pthread_mutex_lock(&r->lock);
+    if (q->state == Q_DONE) {
+        pthread_mutex_unlock(&r->lock);
+        query_free(q);
+        return;
+    }
+    /* As for a timeout: whoever comes last frees it. */
+    q->state = Q_ABANDONED;
+    bool cancelled = ub_cancel(r->ctx, q->async_id) == 0;
+    pthread_mutex_unlock(&r->lock);
+    if (cancelled)
+        query_free(q);
 }
 
 void dns_lookup(struct dns_resolver *r, const char *name, enum dns_type type, int timeout_ms,

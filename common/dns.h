@@ -38,6 +38,10 @@ enum dns_status {
 struct dns_config {
     const char *unbound_config; /* NULL or "": forward to /etc/resolv.conf */
     const char *trust_anchor;   /* a file of DS or DNSKEY records (root.key) */
+    /* true: dns_resolver_new starts no thread; dns_resolver_start does. A
+     * daemon creates the resolver as root (its files are read then) and
+     * starts it after dropping privileges, before any query. */
+    bool start_later;
 };
 
 /* One record's RDATA in wire format. */
@@ -63,6 +67,10 @@ struct dns_query;
  * cannot be set up (bad config file, unreadable trust anchor). */
 struct dns_resolver *dns_resolver_new(const struct dns_config *cfg, char *err, size_t errlen);
 
+/* Starts the threads of a resolver made with start_later (no-op otherwise).
+ * Returns 0, or -1 with a message in err. */
+int dns_resolver_start(struct dns_resolver *r, char *err, size_t errlen);
+
 /* Stops the pump, cancels what is pending, frees; sets *r to NULL. */
 void dns_resolver_free(struct dns_resolver **r);
 
@@ -73,6 +81,10 @@ struct dns_query *dns_query_start(struct dns_resolver *r, const char *name, enum
 /* Waits at most timeout_ms for the answer, fills *res (free it with
  * dns_result_free) and frees the query. A timeout gives DNS_TEMPFAIL. */
 void dns_query_wait(struct dns_query *q, int timeout_ms, struct dns_result *res);
+
+/* Gives up a started query without waiting for it (the answer, if any, is
+ * discarded). q may be NULL. */
+void dns_query_cancel(struct dns_query *q);
 
 /* Start and wait in one call. */
 void dns_lookup(struct dns_resolver *r, const char *name, enum dns_type type, int timeout_ms,

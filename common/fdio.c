@@ -2,13 +2,15 @@
 #include "fdio.h"
 
 #include <errno.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-int fd_write_all(int fd, const void *data, size_t n)
+/* send_flags < 0: write(2); otherwise send(2) with those flags. */
+static int whole(int fd, const void *data, size_t n, int send_flags)
 {
     const char *p = data;
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = send_flags < 0 ? write(fd, p, n) : send(fd, p, n, send_flags);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)
@@ -21,4 +23,14 @@ int fd_write_all(int fd, const void *data, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+int fd_write_all(int fd, const void *data, size_t n)
+{
+    return whole(fd, data, n, -1);
+}
+
+int fd_send_all(int fd, const void *data, size_t n)
+{
+    return whole(fd, data, n, MSG_NOSIGNAL);
 }

@@ -15,4 +15,8 @@
  * error, errno EIO). */
 int fd_write_all(int fd, const void *data, size_t n);
 
+/* The same on a socket with send(2) and MSG_NOSIGNAL: a peer that went away
+ * gives -1 with EPIPE, never SIGPIPE, whatever the process's disposition. */
+int fd_send_all(int fd, const void *data, size_t n);
+
 #endif

@@ -8,6 +8,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "fdio.h"
+#include "utf8.h"
+
 static const char *log_progname = "filtermail";
 static enum log_level log_threshold = LOGL_INFO;
 
@@ -66,16 +69,45 @@ static const char *log_label(enum log_level level)
     return "?????";
 }
 
-/* Writes the whole line; a short write to a pipe is retried. */
+/* Length of the valid UTF-8 sequence at p[0..n) (a lead byte >= 0x80), or 0. */
+static size_t utf8_seq(const char *p, size_t n)
+{
+    unsigned char c = (unsigned char)p[0];
+    size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
+    if (len == 0 || len > n || !utf8_valid((const unsigned char *)p, len))
+        return 0;
+    return len;
+}
+
+/* Makes the text one safe line in place, as Postfix does for every line it
+ * logs: control characters (CR, LF, TAB, ESC, DEL, ...) and bytes that are
+ * not valid UTF-8 become '?'. Every message passes here, so text from a peer
+ * (an RFC 2047-decoded From with a newline, say) cannot split a line or forge
+ * one, whichever caller logged it. */
+static void log_sanitize(char *text, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)text[i];
+        if (c >= 0x80) {
+            size_t k = utf8_seq(text + i, len - i);
+            if (k > 0) {
+                i += k;
+                continue;
+            }
+            text[i++] = '?';
+        } else if (c < 0x20 || c == 0x7f) {
+            text[i++] = '?';
+        } else {
+            i++;
+        }
+    }
+}
+
+/* Writes the whole line; a short write to a pipe is retried. A line that
+ * cannot be written is lost: there is nowhere to report it. */
 static void log_write(const char *line, size_t len)
 {
-    while (len > 0) {
-        ssize_t n = write(STDERR_FILENO, line, len);
-        if (n <= 0)
-            return;
-        line += n;
-        len -= (size_t)n;
-    }
+    (void)fd_write_all(STDERR_FILENO, line, len);
 }
 
 void log_msg(enum log_level level, const char *target, const char *fmt, ...)
@@ -99,6 +131,7 @@ void log_msg(enum log_level level, const char *target, const char *fmt, ...)
         memcpy(line + n + m, "...", 3);
         m += 3;
     }
+    log_sanitize(line + n, (size_t)m);
     line[n + m] = '\n';
     log_write(line, (size_t)n + (size_t)m + 1);
 }
@@ -115,6 +148,7 @@ static noreturn void log_die(const char *what, const char *fmt, va_list ap, bool
         m = 0;
     if ((size_t)m > sizeof(line) - (size_t)n - 2)
         m = (int)(sizeof(line) - (size_t)n - 2);
+    log_sanitize(line + n, (size_t)m);
     line[n + m] = '\n';
     log_write(line, (size_t)n + (size_t)m + 1);
     if (do_abort)

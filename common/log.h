@@ -9,6 +9,11 @@
  * log_debug/log_trace detail. fatal() is bad configuration at start-up (exit 1);
  * panic() is a bug (abort).
  *
+ * Every line is made safe here, in one place (as Postfix does): control
+ * characters and bytes that are not valid UTF-8 in the message become '?', so
+ * text from a peer can neither split a line nor forge another; callers still
+ * bound such text (%.100s or log_escape).
+ *
  * Thread-safe: each line is formatted on the stack and written with one write(2).
  * Library code (the parsers) never logs; callers that know the context do.
  */
@@ -33,7 +38,8 @@ int log_parse_level(const char *name, enum log_level *level_r);
 /* True when lines of this level are written. */
 bool log_enabled(enum log_level level);
 
-/* Writes one line `[LEVEL target] message`. Messages longer than 4 KiB are cut. */
+/* Writes one line `[LEVEL target] message`, the message sanitised as above.
+ * Messages longer than 4 KiB are cut. */
 void log_msg(enum log_level level, const char *target, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

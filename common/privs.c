@@ -20,6 +20,21 @@ static const char *privs_socket_path(const char *spec, struct listener_addr *a)
     return a->path;
 }
 
+/* Threads of this process, from /proc/self/status; 0 when unknown. */
+static unsigned privs_threads(void)
+{
+    char line[256];
+    unsigned n = 0;
+    FILE *f = fopen("/proc/self/status", "re");
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "Threads: %u", &n) == 1)
+            break;
+    fclose(f);
+    return n;
+}
+
 int privs_drop(const char *user, const char *socket_spec, const char *group, char *err,
                size_t errlen)
 {
@@ -31,6 +46,13 @@ int privs_drop(const char *user, const char *socket_spec, const char *group, cha
 
     if (geteuid() != 0)
         return 0;
+    /* A thread started as root would run as root until the switch reaches it
+     * (glibc signals every thread; a raw syscall would not): none may exist. */
+    unsigned threads = privs_threads();
+    if (threads > 1) {
+        snprintf(err, errlen, "%u threads run before privileges are dropped; a bug", threads);
+        return -1;
+    }
     pw = getpwnam(user);
     if (pw == NULL) {
         snprintf(err, errlen, "unknown user %s (filtermail_user)", user);

@@ -7,9 +7,10 @@
 
 #include <stddef.h>
 
-/* When running as root: gives the unix socket named by socket_spec (in any
- * form listener_parse() accepts: "unix:/path", "local:/path" or a bare path;
- * TCP sockets and NULL are left alone) to user and group with mode 0660,
+/* When running as root: refuses when more than one thread runs (a bug: they
+ * would have started as root), gives the unix socket named by socket_spec (in
+ * any form listener_parse() accepts: "unix:/path", "local:/path" or a bare
+ * path; TCP sockets and NULL are left alone) to user and group with mode 0660,
  * then switches to user (setgroups, setresgid, setresuid) and checks that
  * root cannot be regained. When not root, does nothing (the service manager
  * already chose the user). Returns 0, or -1 with a message in err. */

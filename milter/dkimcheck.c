@@ -6,9 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <opendkim/dkim.h>
+
+#include "clock.h"
 
 /* A key record, as fetched: normalised text and when it expires. */
 struct key_entry {
@@ -32,8 +33,24 @@ struct dkimcheck {
     uint64_t lookups, hits;
 };
 
+/* A key lookup started for one of the message's signatures. */
+struct pending {
+    char name[300];
+    struct dns_query *q;       /* NULL once waited for */
+};
+
 struct dkimcheck_msg {
     struct dkimcheck *c;
+    /* Key lookups: all started at the first one, sharing one deadline, so a
+     * sender whose DNS never answers costs one timeout per message, not one
+     * per signature. */
+    bool lookups_started;
+    uint64_t deadline_ns;      /* monotonic */
+    struct pending pending[DKIMCHECK_MAX_SIGNATURES];
+    size_t npending;
+    /* Keys served from the cache, checked again when their signature fails. */
+    char cached[DKIMCHECK_MAX_SIGNATURES][300];
+    size_t ncached;
     DKIM *dkim;
     bool nosig;                /* libopendkim found no signature it will evaluate */
     size_t sig_fields;         /* DKIM-Signature fields seen */
@@ -43,13 +60,6 @@ struct dkimcheck_msg {
     bool tempfail;             /* an aligned signature's key lookup failed temporarily */
     char tempfail_why[512];
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 size_t dkimcheck_normalize_txt(char *txt, size_t len)
 {
@@ -128,7 +138,7 @@ static bool cache_get(struct dkimcheck *c, const char *name, unsigned char *buf,
     pthread_mutex_lock(&c->lock);
     c->lookups++;
     struct key_entry *e = cache_find(c, name);
-    if (e != NULL && e->expires_ns <= now_ns()) {
+    if (e != NULL && e->expires_ns <= clock_mono_ns()) {
         cache_remove(c, e);
         e = NULL;
     }
@@ -158,7 +168,7 @@ static void cache_put(struct dkimcheck *c, const char *name, const char *txt, ui
         return;
     }
     snprintf(n->name, sizeof(n->name), "%s", name);
-    n->expires_ns = now_ns() + (uint64_t)ttl * 1000000000ull;
+    n->expires_ns = clock_mono_ns() + (uint64_t)ttl * CLOCK_NS_PER_SEC;
     pthread_mutex_lock(&c->lock);
     struct key_entry *old = cache_find(c, name);
     if (old != NULL)
@@ -190,24 +200,138 @@ void dkimcheck_cache_stats(struct dkimcheck *c, uint64_t *lookups_r, uint64_t *h
     pthread_mutex_unlock(&c->lock);
 }
 
-/* Builds <selector>._domainkey.<domain> from signature tags, which come from the
- * peer: only hostname characters are let through to the resolver. */
+/* True when s is a dot-separated hostname-like name: labels of 1 to 63
+ * letters, digits, '-' or '_' (no empty label: no leading, trailing or
+ * double dot). */
+static bool dns_name_ok(const char *s)
+{
+    size_t label = 0;
+    if (*s == '\0')
+        return false;
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= '0' && *p <= '9') || *p == '-' || *p == '_') {
+            if (++label > 63)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return label > 0;
+}
+
+/* Builds <selector>._domainkey.<domain> from signature tags, which come from
+ * the peer: only well-formed names go to the resolver. A malformed one
+ * (s=a..b, a 64-character label, s=.a, s=a.) is the signer's fault and makes
+ * that signature fail for good (no key), never a DNS failure retried for
+ * days: libunbound would refuse the name. */
 static int key_name(DKIM_SIGINFO *sig, char *out, size_t outlen)
 {
     const char *sel = (const char *)dkim_sig_getselector(sig);
     const char *dom = (const char *)dkim_sig_getdomain(sig);
-    if (sel == NULL || dom == NULL || sel[0] == '\0' || dom[0] == '\0')
+    if (sel == NULL || dom == NULL || !dns_name_ok(sel) || !dns_name_ok(dom))
         return -1;
-    for (const char *p = sel; *p != '\0'; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_' || *p == '.'))
-            return -1;
-    for (const char *p = dom; *p != '\0'; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_' || *p == '.'))
-            return -1;
     int n = snprintf(out, outlen, "%s._domainkey.%s", sel, dom);
     return (n < 0 || (size_t)n >= outlen || n > 253) ? -1 : 0;
+}
+
+static bool cache_has(struct dkimcheck *c, const char *name)
+{
+    pthread_mutex_lock(&c->lock);
+    struct key_entry *e = cache_find(c, name);
+    bool fresh = e != NULL && e->expires_ns > clock_mono_ns();
+    pthread_mutex_unlock(&c->lock);
+    return fresh;
+}
+
+/* At the first key lookup of a message: starts the lookups of every
+ * signature still evaluated whose key is not cached, at once, and sets the
+ * one deadline they share. */
+static void start_lookups(struct dkimcheck_msg *m, DKIM *dkim)
+{
+    DKIM_SIGINFO **sigs = NULL;
+    int nsigs = 0;
+
+    m->lookups_started = true;
+    m->deadline_ns = clock_mono_ns() + (uint64_t)m->c->timeout_ms * CLOCK_NS_PER_MS;
+    if (dkim_getsiglist(dkim, &sigs, &nsigs) != DKIM_STAT_OK)
+        return;
+    for (int i = 0; i < nsigs && m->npending < DKIMCHECK_MAX_SIGNATURES; i++) {
+        struct pending *p = &m->pending[m->npending];
+        if ((dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE) ||
+            key_name(sigs[i], p->name, sizeof(p->name)) < 0 || cache_has(m->c, p->name))
+            continue;
+        bool dup = false;
+        for (size_t k = 0; k < m->npending && !dup; k++)
+            dup = strcasecmp(m->pending[k].name, p->name) == 0;
+        if (dup)
+            continue;
+        p->q = dns_query_start(m->c->dns, p->name, DNS_TYPE_TXT);
+        if (p->q != NULL)
+            m->npending++;
+    }
+}
+
+/* The answer for name within what is left of the message's deadline. */
+static void lookup_within_budget(struct dkimcheck_msg *m, const char *name, struct dns_result *r)
+{
+    uint64_t now = clock_mono_ns();
+    int left_ms = now >= m->deadline_ns ? 0 : (int)((m->deadline_ns - now) / CLOCK_NS_PER_MS);
+    for (size_t i = 0; i < m->npending; i++) {
+        struct pending *p = &m->pending[i];
+        if (p->q != NULL && strcasecmp(p->name, name) == 0) {
+            dns_query_wait(p->q, left_ms, r);
+            p->q = NULL;
+            return;
+        }
+    }
+    /* Not started with the others (the same name asked twice, or the start
+     * failed): on its own, within the same budget. */
+    dns_lookup(m->c->dns, name, DNS_TYPE_TXT, left_ms, r);
+}
+
+/* The key record of an answer: of up to three records, each normalised
+ * (spec 6.5), the first that carries a key (p=). */
+static bool key_record(const struct dns_result *r, char *buf, size_t buflen)
+{
+    char txt[4096];
+    for (size_t i = 0; i < r->n && i < 3; i++) {
+        int n = dns_txt_join(&r->rr[i], txt, sizeof(txt));
+        if (n < 0)
+            continue;
+        size_t len = dkimcheck_normalize_txt(txt, (size_t)n);
+        if ((strncmp(txt, "p=", 2) == 0 || strstr(txt, ";p=") != NULL) && len < buflen) {
+            memcpy(buf, txt, len + 1);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A signature failed with a cached key: the key may have been rotated, or the
+ * signature forged. Asks DNS again (within the message's budget) and
+ * replaces the cached record only when DNS now says something else, so
+ * forged signatures cannot evict a popular domain's key. */
+static void recheck_cached_key(struct dkimcheck_msg *m, const char *name)
+{
+    struct dns_result r;
+    char rec[4096];
+    bool served = false;
+
+    for (size_t i = 0; i < m->ncached && !served; i++)
+        served = strcasecmp(m->cached[i], name) == 0;
+    if (!served)
+        return; /* fetched for this message: nothing older to doubt */
+    lookup_within_budget(m, name, &r);
+    if (r.status == DNS_NXDOMAIN || r.status == DNS_NODATA)
+        cache_drop(m->c, name); /* the key was withdrawn */
+    else if (r.status == DNS_OK && key_record(&r, rec, sizeof(rec)))
+        cache_put(m->c, name, rec, r.ttl); /* the same record: a fresh TTL */
+    dns_result_free(&r);
 }
 
 /* libopendkim's key lookup, over the DNSSEC-validating resolver. */
@@ -216,14 +340,19 @@ static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t
     struct dkimcheck_msg *m = dkim_get_user_context(dkim);
     struct dkimcheck *c = m->c;
     struct dns_result r;
-    char name[300], txt[4096];
+    char name[300];
     bool found = false;
 
     if (key_name(sig, name, sizeof(name)) < 0)
         return DKIM_CBSTAT_NOTFOUND;
-    if (cache_get(c, name, buf, buflen))
+    if (!m->lookups_started)
+        start_lookups(m, dkim);
+    if (cache_get(c, name, buf, buflen)) {
+        if (m->ncached < DKIMCHECK_MAX_SIGNATURES)
+            snprintf(m->cached[m->ncached++], sizeof(m->cached[0]), "%s", name);
         return DKIM_CBSTAT_CONTINUE;
-    dns_lookup(c->dns, name, DNS_TYPE_TXT, c->timeout_ms, &r);
+    }
+    lookup_within_budget(m, name, &r);
     switch (r.status) {
     case DNS_TEMPFAIL:
         m->tempfail = true;
@@ -238,18 +367,7 @@ static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t
     case DNS_OK:
         break;
     }
-    /* Up to three records, each normalised (spec 6.5); the first that carries
-     * a key (p=) is used. */
-    for (size_t i = 0; i < r.n && i < 3 && !found; i++) {
-        int n = dns_txt_join(&r.rr[i], txt, sizeof(txt));
-        if (n < 0)
-            continue;
-        size_t len = dkimcheck_normalize_txt(txt, (size_t)n);
-        if ((strncmp(txt, "p=", 2) == 0 || strstr(txt, ";p=") != NULL) && len < buflen) {
-            memcpy(buf, txt, len + 1);
-            found = true;
-        }
-    }
+    found = key_record(&r, (char *)buf, buflen);
     dkim_sig_setdnssec(sig, r.secure ? DKIM_DNSSEC_SECURE : DKIM_DNSSEC_INSECURE);
     if (found)
         cache_put(c, name, (const char *)buf, r.ttl);
@@ -349,6 +467,8 @@ void dkimcheck_msg_free(struct dkimcheck_msg **mp)
     struct dkimcheck_msg *m = *mp;
     if (m == NULL)
         return;
+    for (size_t i = 0; i < m->npending; i++)
+        dns_query_cancel(m->pending[i].q);
     if (m->dkim != NULL)
         dkim_free(m->dkim);
     free(m);
@@ -440,7 +560,7 @@ enum verdict_origin dkimcheck_finish(struct dkimcheck_msg *m, size_t from_count,
             dkim_sig_getbh(s) == DKIM_SIGBH_MISMATCH) {
             char name[300];
             if (key_name(s, name, sizeof(name)) == 0)
-                cache_drop(m->c, name); /* the key may have been rotated */
+                recheck_cached_key(m, name);
         }
         snprintf(why, whylen, "d=%s s=%s: %s", d != NULL ? d : "?",
                  dkim_sig_getselector(s) != NULL ? (const char *)dkim_sig_getselector(s) : "?",

@@ -33,7 +33,9 @@ struct dkimcheck;
 struct dkimcheck_msg;
 
 /* Creates the checker. dns is borrowed (must outlive the checker);
- * dns_timeout_ms bounds each key lookup. Returns NULL with a message in err. */
+ * dns_timeout_ms bounds all key lookups of one message together: they are
+ * started at once and share that deadline. Returns NULL with a message in
+ * err. */
 struct dkimcheck *dkimcheck_new(struct dns_resolver *dns, int dns_timeout_ms, char *err,
                                 size_t errlen);
 void dkimcheck_free(struct dkimcheck **c);

@@ -1,624 +1,42 @@
 /* filtermail-milter: the chatmail E2EE gate as a Postfix milter.
  *
- * This file only wires the milter server (mserver.c) to the pure parts: envelope and headers and
- * body chunks go into the streaming analyser (common/mime.c) as they arrive,
- * the flag files are looked up at end of message (common/mailbox.c), and the
- * policy (verdict.c) decides. Per-connection state lives in msess_setpriv();
- * the server (mserver.c, which speaks the milter protocol itself: see
- * mproto.h) runs the callbacks of one connection one after another on its
- * thread, and those of different connections concurrently, so nothing here is
- * global except the immutable configuration and the shared DKIM objects.
- *
- * To cost Postfix as little as possible the milter negotiates away every stage
- * it does not need and asks for no reply to headers and body chunks: a message
- * costs Postfix one round trip, at end of message.
+ * Wiring only: configuration and its reload, start-up order (DKIM set-up and
+ * the socket as root, privileges dropped, then the first thread), signals,
+ * and the server (mserver.c, the socket loop around the session core
+ * msession.c) driving the callbacks of filter.c, where the decisions are.
  */
 #include <errno.h>
-#include <grp.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <signal.h>
-
-#include <libmilter/mfapi.h>
-#include <libmilter/mfdef.h>
-
-#include "address.h"
-#include "buf.h"
 #include "config.h"
-#include "dkimcheck.h"
-#include "dkimsign.h"
-#include "dns.h"
+#include "filter.h"
 #include "log.h"
-#include "mailbox.h"
-#include "mime.h"
 #include "mserver.h"
 #include "privs.h"
-#include "rejected.h"
 #include "sdnotify.h"
-#include "verdict.h"
 
 #define TARGET "filtermail::milter"
 
-/* Most recipients one message may have; Postfix's smtpd_recipient_limit
- * defaults to 1000. More is refused with a temporary error. */
-#define MAX_RCPTS 10000
-
-/* Seconds a read from or write to Postfix may wait (libmilter's default is
- * 7210 s); Postfix's own milter timeouts are shorter. */
-#define MILTER_TIMEOUT 600
+/* At shutdown, milliseconds the sessions inside a message get to finish it
+ * (systemd waits 90 s by default before SIGKILL). */
+#define SHUTDOWN_MS 30000
 
 /* Concurrent Postfix connections served; Postfix opens one per smtpd
  * process (default_process_limit 100). */
 #define MAX_SESSIONS 1000
 
-/* The longest header field kept whole for DKIM (Postfix's header_size_limit
- * defaults to 100 KiB) and the longest From value looked at. */
-#define MAX_FIELD (256 * 1024)
-#define MAX_FROM 4096
-
-/* The running configuration. SIGHUP replaces it (an atomic pointer: each use
- * reads the current one); replaced ones are kept until exit, since a session
- * may still be reading them. */
-static const struct config *_Atomic cfg;
+/* The running configuration: each message takes a reference to the one
+ * current at its MAIL FROM; SIGHUP replaces it whole, and a replaced one is
+ * freed when its last message ends. */
+static struct config_live *live;
 static const char *config_path;
-struct retired {
-    struct config *c;
-    struct retired *next;
-};
-static struct retired *retired_configs;
-/* Shared by all connections; NULL when the feature is off. */
-static struct dkimcheck *checker; /* verification of incoming mail */
-static struct dkimsign *signer;   /* signing of outgoing mail */
-static struct rejected_store *rejected;
-
-struct rcpt {
-    char *raw;   /* as Postfix gave it, without angle brackets (for msess_delrcpt) */
-    char *addr;  /* lowercased */
-};
-
-/* State of one SMTP connection; the message fields are reset per message. */
-struct conn {
-    unsigned long pflags; /* protocol flags negotiated with the MTA */
-    bool active;          /* a message is in progress */
-    enum armor_direction dir;
-    char sender[ADDRESS_MAX];
-    struct rcpt *rcpts;
-    size_t nrcpts, rcap;
-    struct mime_parser *parser;
-    bool in_body;
-    bool oversize;
-    bool failed;           /* an internal error: answer 4xx at end of message */
-    unsigned long long size;
-    char qid[32];
-    struct dkimcheck_msg *dv;  /* incoming: verification in progress */
-    struct dkimsign_msg *ds;   /* outgoing: signature in progress */
-    bool verify;               /* incoming and verification is on */
-    struct buf field;          /* one header field rebuilt for DKIM and the spool */
-    char from[MAX_FROM];       /* the first From value ("" when too long) */
-    size_t from_count;
-    bool from_seen;
-    struct rejected_spool spool;
-    char dkim_why[512];
-    char dkim_domain[256];     /* the raw From's domain the signatures must align to */
-};
-
-/* The reply for callbacks whose answer we negotiated away. */
-static enum mstatus nr(const struct conn *c, unsigned long flag)
-{
-    return (c != NULL && (c->pflags & flag)) ? MS_NOREPLY : MS_CONTINUE;
-}
-
-static void conn_reset_message(struct conn *c)
-{
-    for (size_t i = 0; i < c->nrcpts; i++) {
-        free(c->rcpts[i].raw);
-        free(c->rcpts[i].addr);
-    }
-    c->nrcpts = 0;
-    c->active = false;
-    c->in_body = false;
-    c->oversize = false;
-    c->failed = false;
-    c->size = 0;
-    c->sender[0] = '\0';
-    c->qid[0] = '\0';
-    dkimcheck_msg_free(&c->dv);
-    dkimsign_msg_free(&c->ds);
-    buf_reset(&c->field);
-    c->from[0] = '\0';
-    c->from_count = 0;
-    c->from_seen = false;
-    rejected_spool_discard(&c->spool);
-    c->dkim_why[0] = '\0';
-    c->dkim_domain[0] = '\0';
-    c->verify = false;
-}
-
-static struct conn *conn_get(struct msess *ctx)
-{
-    struct conn *c = msess_getpriv(ctx);
-    if (c == NULL) {
-        c = calloc(1, sizeof(*c));
-        if (c == NULL)
-            return NULL;
-        buf_init(&c->field, MAX_FIELD);
-        c->spool.fd = -1;
-        msess_setpriv(ctx, c);
-    }
-    return c;
-}
-
-static void conn_free(struct msess *ctx)
-{
-    struct conn *c = msess_getpriv(ctx);
-    if (c == NULL)
-        return;
-    conn_reset_message(c);
-    free(c->rcpts);
-    buf_free(&c->field);
-    mime_parser_free(&c->parser);
-    free(c);
-    msess_setpriv(ctx, NULL);
-}
-
-/* The longest reply sent, as libmilter allows (MAXREPLYLEN in
- * libmilter/smfi.c): code, enhanced code, text and separators together. */
-#define MILTER_MAX_REPLY 980
-
-/* Sets an SMTP reply. '%' is doubled, the milter convention (sendmail expands
- * reply texts printf-style; Postfix undoes the doubling). A text that would
- * not fit (a From: of a thousand characters quoted back) is cut, never a
- * doubled '%' in half. */
-static void set_reply(struct msess *ctx, const char *code, const char *xcode, const char *text)
-{
-    char esc[MILTER_MAX_REPLY + 1];
-    size_t budget = MILTER_MAX_REPLY - strlen(code) - 2 - (xcode[0] ? strlen(xcode) + 1 : 0) - 1;
-    size_t o = 0;
-    for (const char *p = text; *p != '\0'; p++) {
-        size_t need = *p == '%' ? 2 : 1;
-        if (o + need > budget)
-            break;
-        if (*p == '%')
-            esc[o++] = '%';
-        esc[o++] = *p;
-    }
-    esc[o] = '\0';
-    if (msess_setreply(ctx, code, xcode, esc) != 0)
-        log_warn(TARGET, "could not set reply %s %.100s", code, text);
-}
-
-static enum mstatus tempfail(struct msess *ctx, const char *why)
-{
-    set_reply(ctx, "451", "4.3.0", "Internal error in the mail filter, try again later");
-    log_err(TARGET, "temporary failure: %s", why);
-    return MS_TEMPFAIL;
-}
-
-/* What the milter asks of Postfix: every stage it does not need skipped, no
- * reply to MAIL, RCPT, headers and body chunks (a message costs Postfix one
- * round trip, at end of message), header values with their leading space. */
-#define PROTOCOL (SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA | SMFIP_NOEOH | \
-                  SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR | SMFIP_NR_BODY | SMFIP_HDR_LEADSPC)
-#define ACTIONS (SMFIF_DELRCPT | SMFIF_CHGFROM | SMFIF_SETSYMLIST | SMFIF_ADDHDRS)
-/* {daemon_name} at MAIL FROM is evaluated by smtpd with the per-service
- * value; at end of message cleanup would use main.cf's. */
-#define MAIL_MACROS "i {auth_authen} {daemon_name}"
-
-static enum mstatus cb_connect(struct msess *ctx)
-{
-    struct conn *c = conn_get(ctx);
-    if (c == NULL)
-        return MS_TEMPFAIL;
-    c->pflags = msess_protocol(ctx);
-    return MS_CONTINUE;
-}
-
-static enum mstatus cb_envfrom(struct msess *ctx, const char *from)
-{
-    struct conn *c = msess_getpriv(ctx);
-    const char *auth, *daemon;
-
-    if (c == NULL)
-        return MS_NOREPLY; /* cannot happen: cb_connect made it */
-    conn_reset_message(c);
-    c->active = true;
-
-    auth = msess_getsymval(ctx, "{auth_authen}");
-    daemon = msess_getsymval(ctx, "{daemon_name}");
-    c->dir = verdict_direction(auth, daemon, &cfg->outgoing_daemon_names);
-    if (log_enabled(LOGL_DEBUG)) {
-        char esc[200];
-        log_debug(TARGET, "direction %s (auth_authen=%s, daemon_name=%s)",
-                  c->dir == ARMOR_OUTGOING ? "outgoing" : "incoming",
-                  auth != NULL && auth[0] != '\0' ? "set" : "unset",
-                  daemon != NULL ? log_escape(esc, sizeof(esc), daemon, strlen(daemon), 64)
-                                 : "unset");
-    }
-
-    address_envelope(from, c->sender, sizeof(c->sender));
-    if (c->parser == NULL) {
-        c->parser = mime_parser_new(NULL, c->dir);
-        if (c->parser == NULL)
-            c->failed = true;
-    } else {
-        mime_parser_reset(c->parser, c->dir);
-    }
-    /* DKIM runs beside the encryption check: verification of incoming mail,
-     * signing of outgoing mail. Either handle missing is an internal error,
-     * answered 4xx at end of message. */
-    if (c->dir == ARMOR_INCOMING && checker != NULL) {
-        c->verify = true;
-        c->dv = dkimcheck_msg_new(checker, "milter");
-        if (c->dv == NULL)
-            c->failed = true;
-        rejected_spool_begin(rejected, &c->spool);
-        if (rejected != NULL && c->spool.fd < 0)
-            log_warn(TARGET, "cannot spool into %s (%s): a message refused by DKIM will not "
-                     "be kept", cfg->rejected_dir, strerror(errno));
-    } else if (c->dir == ARMOR_OUTGOING && signer != NULL) {
-        c->ds = dkimsign_msg_new(signer, "milter");
-        if (c->ds == NULL)
-            c->failed = true;
-    }
-    return nr(c, SMFIP_NR_MAIL);
-}
-
-static enum mstatus cb_envrcpt(struct msess *ctx, const char *rcpt)
-{
-    struct conn *c = msess_getpriv(ctx);
-    char plain[ADDRESS_MAX], addr[ADDRESS_MAX];
-
-    if (c == NULL || !c->active)
-        return nr(c, SMFIP_NR_RCPT);
-    if (c->nrcpts == MAX_RCPTS) {
-        c->failed = true;
-        return nr(c, SMFIP_NR_RCPT);
-    }
-    if (c->nrcpts == c->rcap) {
-        size_t cap = c->rcap ? c->rcap * 2 : 8;
-        struct rcpt *r = realloc(c->rcpts, cap * sizeof(*r));
-        if (r == NULL) {
-            c->failed = true;
-            return nr(c, SMFIP_NR_RCPT);
-        }
-        c->rcpts = r;
-        c->rcap = cap;
-    }
-    address_strip_brackets(rcpt, plain, sizeof(plain));
-    address_envelope(rcpt, addr, sizeof(addr));
-    c->rcpts[c->nrcpts].raw = strdup(plain);
-    c->rcpts[c->nrcpts].addr = strdup(addr);
-    if (c->rcpts[c->nrcpts].raw == NULL || c->rcpts[c->nrcpts].addr == NULL) {
-        free(c->rcpts[c->nrcpts].raw);
-        free(c->rcpts[c->nrcpts].addr);
-        c->failed = true;
-    } else {
-        c->nrcpts++;
-    }
-    return nr(c, SMFIP_NR_RCPT);
-}
-
-/* Counts message bytes; past max_message_size the parser is no longer fed. */
-static bool account(struct conn *c, size_t n)
-{
-    if (c->oversize)
-        return false;
-    c->size += n;
-    if (c->size > cfg->max_message_size)
-        c->oversize = true;
-    return !c->oversize;
-}
-
-static enum mstatus cb_header(struct msess *ctx, const char *name, const char *value)
-{
-    struct conn *c = msess_getpriv(ctx);
-    size_t nlen, vlen;
-
-    if (c == NULL || !c->active || c->failed || c->parser == NULL)
-        return nr(c, SMFIP_NR_HDR);
-    nlen = strlen(name);
-    vlen = strlen(value);
-    if (!account(c, nlen + 1 + vlen + 2))
-        return nr(c, SMFIP_NR_HDR);
-    if (strcasecmp(name, "From") == 0) {
-        c->from_count++;
-        if (!c->from_seen) {
-            c->from_seen = true;
-            if (vlen < sizeof(c->from))
-                memcpy(c->from, value, vlen + 1);
-        }
-    }
-    /* Rebuild the raw field: "Name:" + value (its leading space kept with
-     * SMFIP_HDR_LEADSPC) + CRLF, with Postfix's bare-LF folding made CRLF. */
-    struct buf *f = &c->field;
-    buf_reset(f);
-    int bad = buf_append(f, name, nlen);
-    bad |= (c->pflags & SMFIP_HDR_LEADSPC) ? buf_putc(f, ':') : buf_puts(f, ": ");
-    for (const char *p = value; *p != '\0' && bad == 0;) {
-        const char *nl = strchr(p, '\n');
-        if (nl == NULL) {
-            bad |= buf_puts(f, p);
-            break;
-        }
-        size_t seg = (size_t)(nl - p);
-        if (seg > 0 && p[seg - 1] == '\r')
-            seg--;
-        bad |= buf_append(f, p, seg);
-        bad |= buf_puts(f, "\r\n");
-        p = nl + 1;
-    }
-    if (bad == 0)
-        bad = buf_puts(f, "\r\n") < 0; /* room for the parser's line end */
-    if (bad != 0) {
-        /* Longer than MAX_FIELD (ENOBUFS; the buffer is left as it was, so
-         * its length does not tell) or no memory: the DKIM check cannot see
-         * this field and must not pass. Too long is the message's fault
-         * (552, final); no memory is ours (451). Postfix's own
-         * header_size_limit (100 KiB by default) normally cuts it first. */
-        if (errno == ENOBUFS)
-            c->oversize = true;
-        else
-            c->failed = true;
-        dkimcheck_msg_free(&c->dv);
-        dkimsign_msg_free(&c->ds);
-        return nr(c, SMFIP_NR_HDR);
-    }
-    /* The signers and verifiers take the field without its line end. */
-    if (c->dv != NULL)
-        dkimcheck_header(c->dv, f->data, f->len - 2);
-    if (c->ds != NULL)
-        dkimsign_header(c->ds, f->data, f->len - 2);
-    mime_push(c->parser, f->data, f->len);
-    rejected_spool_write(rejected, &c->spool, f->data, f->len);
-    return nr(c, SMFIP_NR_HDR);
-}
-
-static void end_of_headers(struct conn *c)
-{
-    if (!c->in_body) {
-        c->in_body = true;
-        if (c->parser != NULL && !c->oversize)
-            mime_push(c->parser, "\r\n", 2);
-        rejected_spool_write(rejected, &c->spool, "\r\n", 2);
-        if (c->dv != NULL) {
-            address_from_domain(c->from, c->dkim_domain, sizeof(c->dkim_domain));
-            dkimcheck_eoh(c->dv, c->dkim_domain[0] != '\0' ? c->dkim_domain : NULL);
-        }
-        if (c->ds != NULL)
-            dkimsign_eoh(c->ds);
-    }
-}
-
-static enum mstatus cb_body(struct msess *ctx, const unsigned char *chunk, size_t len)
-{
-    struct conn *c = msess_getpriv(ctx);
-
-    if (c == NULL || !c->active || c->failed || c->parser == NULL)
-        return nr(c, SMFIP_NR_BODY);
-    end_of_headers(c);
-    if (account(c, len)) {
-        mime_push(c->parser, (const char *)chunk, len);
-        if (c->dv != NULL)
-            dkimcheck_body(c->dv, chunk, len);
-        if (c->ds != NULL)
-            dkimsign_body(c->ds, chunk, len);
-        rejected_spool_write(rejected, &c->spool, chunk, len);
-    } else {
-        rejected_spool_discard(&c->spool);
-    }
-    return nr(c, SMFIP_NR_BODY);
-}
-
-/* Hands the policy's log lines to the log, with the queue id at debug level. */
-static void verdict_log(void *ctx, enum log_level level, const char *target, const char *text)
-{
-    (void)ctx;
-    log_msg(level, target, "%s", text);
-}
-
-/* The origin check, called by the policy only when it needs it. */
-static enum verdict_origin origin_check(void *ctx)
-{
-    struct conn *c = ctx;
-    enum verdict_origin o;
-
-    if (!c->verify)
-        return ORIGIN_SKIPPED;
-    if (c->dv == NULL) /* dropped on a header it could not hold: fail closed */
-        return ORIGIN_NO_VALID_SIGNATURE;
-    size_t naddr = c->from[0] != '\0' ? address_count(c->from, strlen(c->from)) : 0;
-    o = dkimcheck_finish(c->dv, c->from_count, naddr, c->dkim_why, sizeof(c->dkim_why));
-    log_msg(LOGL_INFO, TARGET, "%s: DKIM %s: %s", c->qid,
-            o == ORIGIN_PASS ? "pass" : o == ORIGIN_TEMPFAIL ? "temporary failure" : "fail",
-            c->dkim_why);
-    return o;
-}
-
-/* Keeps a DKIM-rejected message (spec 6.7). */
-static void keep_rejected(struct conn *c)
-{
-    char where[512];
-    if (rejected == NULL)
-        return;
-    if (rejected_keep(rejected, &c->spool, "dkim-verify", c->qid, where, sizeof(where)) == 0) {
-        log_info(TARGET, "Rejected message stored at: %s/%s", cfg->rejected_dir, where);
-    } else {
-        log_err(TARGET, "Failed to save rejected message to file: %s", where);
-        log_info(TARGET, "Rejected message stored at: ERR");
-    }
-}
-
-/* Adds the DKIM-Signature of an accepted outgoing message. */
-static int sign(struct msess *ctx, struct conn *c)
-{
-    char value[8192];
-    int lead = (c->pflags & SMFIP_HDR_LEADSPC) != 0;
-
-    value[0] = ' ';
-    if (dkimsign_finish(c->ds, value + lead, sizeof(value) - 1) < 0) {
-        log_err(TARGET, "%s: cannot sign: %s", c->qid, value + lead);
-        return -1;
-    }
-    if (msess_insheader(ctx, 0, "DKIM-Signature", value) != 0) {
-        log_err(TARGET, "%s: cannot add the DKIM-Signature field", c->qid);
-        return -1;
-    }
-    log_debug(TARGET, "%s: signed with d=%s s=%s", c->qid, cfg->mail_domain, cfg->dkim_selector);
-    return 0;
-}
-
-static enum mstatus cb_eom(struct msess *ctx)
-{
-    struct conn *c = msess_getpriv(ctx);
-    struct verdict_rcpt *vr = NULL;
-    struct mime_result res;
-    struct verdict v;
-    struct verdict_input in;
-    struct mailbox_flags flags;
-    const char *qid;
-    enum mstatus rc;
-
-    if (c == NULL || !c->active)
-        return tempfail(ctx, "end of message without a transaction");
-    qid = msess_getsymval(ctx, "i");
-    snprintf(c->qid, sizeof(c->qid), "%s", qid != NULL ? qid : "NOQUEUE");
-    if (c->failed || c->parser == NULL) {
-        rc = tempfail(ctx, "out of memory or too many recipients");
-        goto out;
-    }
-    end_of_headers(c);
-    mime_finish(c->parser, &res);
-
-    memset(&in, 0, sizeof(in));
-    in.dir = c->dir;
-    in.sender = c->sender;
-    in.msg = &res;
-    in.oversize = c->oversize;
-    in.passthrough_senders = &cfg->passthrough_senders;
-    in.passthrough_recipients = &cfg->passthrough_recipients;
-    in.origin = ORIGIN_SKIPPED;
-    in.origin_fn = origin_check;
-    in.origin_ctx = c;
-    in.origin_domain = c->verify ? c->dkim_domain : NULL;
-
-    vr = calloc(c->nrcpts ? c->nrcpts : 1, sizeof(*vr));
-    if (vr == NULL) {
-        rc = tempfail(ctx, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < c->nrcpts; i++) {
-        vr[i].addr = c->rcpts[i].addr;
-        if (mailbox_lookup(cfg->mailboxes_dir, vr[i].addr, &flags) < 0) {
-            char esc[300];
-            log_err(TARGET, "%s: cannot read the flags of mailbox %s in %s: %s", c->qid,
-                    log_escape(esc, sizeof(esc), vr[i].addr, strlen(vr[i].addr), 100),
-                    cfg->mailboxes_dir, strerror(errno));
-            rc = tempfail(ctx, "mailbox flag lookup failed");
-            goto out;
-        }
-        vr[i].disabled = flags.disabled;
-        vr[i].enforce_e2ee = flags.enforce_e2ee;
-    }
-    in.rcpts = vr;
-    in.nrcpts = c->nrcpts;
-    if (c->sender[0] != '\0') {
-        if (mailbox_lookup(cfg->mailboxes_dir, c->sender, &flags) < 0) {
-            log_err(TARGET, "%s: cannot read the flags of the sender's mailbox in %s: %s", c->qid,
-                    cfg->mailboxes_dir, strerror(errno));
-            rc = tempfail(ctx, "mailbox flag lookup failed");
-            goto out;
-        }
-        in.sender_disabled = flags.disabled;
-    }
-
-    verdict_decide(&in, &v, verdict_log, NULL);
-    /* One line per message for metrics (the mtail program): direction,
-     * action, kind (securejoin and Autocrypt Setup Messages, which upstream's
-     * lines count as encrypted, apart), reason. */
-    log_info(TARGET, "%s: verdict %s %s %s %s (%.200s)", c->qid,
-              c->dir == ARMOR_OUTGOING ? "outgoing" : "incoming",
-              v.action == VERDICT_ACCEPT    ? "accept"
-              : v.action == VERDICT_REJECT  ? "reject"
-              : v.action == VERDICT_DISCARD ? "discard"
-                                            : "tempfail",
-              verdict_kind_name(v.kind), verdict_reason_name(v.reason), v.text);
-
-    switch (v.action) {
-    case VERDICT_ACCEPT:
-        for (size_t i = 0; i < c->nrcpts; i++) {
-            if (vr[i].remove && msess_delrcpt(ctx, c->rcpts[i].raw) != 0) {
-                rc = tempfail(ctx, "cannot remove a recipient");
-                goto out;
-            }
-        }
-        if (v.null_sender && msess_chgfrom(ctx, "<>") != 0) {
-            rc = tempfail(ctx, "cannot change the envelope sender");
-            goto out;
-        }
-        if (c->ds != NULL && sign(ctx, c) < 0) {
-            rc = tempfail(ctx, "DKIM signing failed");
-            goto out;
-        }
-        rc = MS_CONTINUE;
-        break;
-    case VERDICT_REJECT:
-        if (v.reason == REASON_DKIM)
-            keep_rejected(c);
-        set_reply(ctx, v.code, v.xcode, v.text);
-        rc = MS_REJECT;
-        break;
-    case VERDICT_TEMPFAIL:
-        set_reply(ctx, v.code, v.xcode, v.text);
-        rc = MS_TEMPFAIL;
-        break;
-    case VERDICT_DISCARD:
-    default:
-        rc = MS_DISCARD;
-        break;
-    }
-out:
-    free(vr);
-    conn_reset_message(c);
-    return rc;
-}
-
-static void cb_abort(struct msess *ctx)
-{
-    struct conn *c = msess_getpriv(ctx);
-    if (c != NULL)
-        conn_reset_message(c);
-}
-
-static void cb_close(struct msess *ctx)
-{
-    conn_free(ctx);
-}
-
-static const struct mserver_callbacks callbacks = {
-    .connect = cb_connect,
-    .envfrom = cb_envfrom,
-    .envrcpt = cb_envrcpt,
-    .header = cb_header,
-    .body = cb_body,
-    .eom = cb_eom,
-    .abort = cb_abort,
-    .close = cb_close,
-};
+static struct filter filter;
 
 static struct mserver *server;
-
-static void on_signal(int sig)
-{
-    if (sig == SIGHUP)
-        mserver_reload(server);
-    else
-        mserver_stop(server);
-}
 
 /* SIGHUP: the policy settings (mailboxes_dir, max_message_size, the
  * passthrough lists, the outgoing daemon names, ...) take effect for the
@@ -629,83 +47,21 @@ static void reload_config(void)
 {
     char err[1024];
     struct config *n;
-    const struct config *old = cfg;
-    struct retired *r = malloc(sizeof(*r));
+    const char *restart_key;
+    const struct config *running = config_live_get(live);
 
-    if (r == NULL || config_load(config_path, &n, err, sizeof(err)) < 0) {
+    if (config_reload(config_path, running, CONFIG_PROG_MILTER, NULL, &n, &restart_key, err,
+                      sizeof(err)) < 0) {
         log_err("filtermail", "Failed to reload config: %s (keeping the running configuration)",
-                r == NULL ? "out of memory" : err);
-        free(r);
-        return;
+                err);
+    } else {
+        if (restart_key != NULL)
+            log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes "
+                     "effect at the next restart", restart_key, config_path);
+        config_live_set(live, n);
+        log_info("filtermail", "configuration reloaded from %s", config_path);
     }
-    static const char *const fixed[] = {
-        "filtermail_milter_socket", "filtermail_user", "filtermail_socket_group",
-        "filtermail_log_level", "mail_domain", "filtermail_dkim_sign", "filtermail_dkim_key",
-        "filtermail_dkim_selector", "filtermail_rejected_dir", "filtermail_rejected_max_files",
-        "filtermail_rejected_max_bytes", "filtermail_unbound_config", "filtermail_trust_anchor",
-        "filtermail_dns_timeout", NULL,
-    };
-    const char *changed = config_changed(old, n, fixed);
-    if (changed != NULL)
-        log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes effect "
-                 "at the next restart", changed, config_path);
-    r->c = (struct config *)old;
-    r->next = retired_configs;
-    retired_configs = r;
-    cfg = n;
-    log_info("filtermail", "configuration reloaded from %s", config_path);
-}
-
-/* FILTERMAIL_SKIP_DKIM=1|true (any case) turns verification off (spec 6.6). */
-static bool skip_dkim(void)
-{
-    const char *v = getenv("FILTERMAIL_SKIP_DKIM");
-    return v != NULL && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0);
-}
-
-/* Resolver, verifier, signer and rejected store. Runs as root, before the
- * privileges are dropped: the signing key is readable by root only. */
-static int setup_dkim(char *err, size_t errlen)
-{
-    static struct dns_resolver *dns;
-
-    if (cfg->dkim_sign) {
-        signer = dkimsign_new(cfg->dkim_key, cfg->dkim_selector, cfg->mail_domain, NULL, err,
-                              errlen);
-        if (signer == NULL)
-            return -1;
-        log_debug(TARGET, "signing outgoing mail: d=%s s=%s a=%s", cfg->mail_domain,
-                  cfg->dkim_selector, dkimsign_algorithm(signer));
-    }
-    if (skip_dkim()) {
-        log_warn("filtermail", "DKIM verification DISABLED! This should not be used in production.");
-        return 0;
-    }
-    struct dns_config dc = {
-        .unbound_config = cfg->unbound_config[0] != '\0' ? cfg->unbound_config : NULL,
-        .trust_anchor = cfg->trust_anchor,
-    };
-    dns = dns_resolver_new(&dc, err, errlen);
-    if (dns == NULL)
-        return -1;
-    checker = dkimcheck_new(dns, (int)cfg->dns_timeout * 1000, err, errlen);
-    if (checker == NULL)
-        return -1;
-    if (cfg->rejected_dir[0] != '\0') {
-        /* A directory created here belongs to the user the milter runs as. */
-        uid_t uid = geteuid();
-        gid_t gid = getegid();
-        struct passwd *pw = uid == 0 ? getpwnam(cfg->user) : NULL;
-        if (pw != NULL) {
-            uid = pw->pw_uid;
-            gid = pw->pw_gid;
-        }
-        rejected = rejected_open(cfg->rejected_dir, cfg->rejected_max_files,
-                                 cfg->rejected_max_bytes, uid, gid, err, errlen);
-        if (rejected == NULL)
-            return -1;
-    }
-    return 0;
+    config_release(&running);
 }
 
 static void usage(const char *argv0)
@@ -732,11 +88,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "Failed to read config: %s\n", err);
         return 1;
     }
-    cfg = c;
+    const struct config *cfg = c;
+    live = config_live_new(c);
+    if (live == NULL) {
+        fprintf(stderr, "Failed to read config: out of memory\n");
+        return 1;
+    }
+    filter.config = live;
     config_path = argv[1];
     log_init(argv[0], cfg->log_level);
 
-    if (setup_dkim(err, sizeof(err)) < 0) {
+    if (filter_open(&filter, cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "Failed to set up DKIM: %s\n", err);
         return 1;
     }
@@ -744,13 +106,10 @@ int main(int argc, char **argv)
     sock = cfg->milter_socket;
     struct mserver_config mc = {
         .socket_spec = sock,
-        .actions = ACTIONS,
-        .protocol = PROTOCOL,
-        .symlist_stage = SMFIM_ENVFROM,
-        .symlist = MAIL_MACROS,
-        .timeout = MILTER_TIMEOUT,
+        FILTER_SESSION(&filter),
+        .timeout = (int)cfg->milter_timeout,
+        .shutdown_ms = SHUTDOWN_MS,
         .max_sessions = MAX_SESSIONS,
-        .cb = &callbacks,
         /* Under systemd with WatchdogSec=, the accept loop pings it. */
         .tick_ms = sdnotify_watchdog_interval_ms(),
         .tick = sdnotify_watchdog,
@@ -768,12 +127,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "Server error: %s\n", err);
         return 1;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    /* The first thread, now that the privileges are gone. */
+    if (filter_start(&filter, err, sizeof(err)) < 0) {
+        fprintf(stderr, "Failed to set up DKIM: %s\n", err);
+        return 1;
+    }
+    if (mserver_catch_signals(server) < 0) {
+        fprintf(stderr, "Server error: sigaction: %s\n", strerror(errno));
+        return 1;
+    }
     log_info("filtermail", "entering serving loop");
     log_debug(TARGET, "listening on %s", sock);
     {
@@ -787,6 +149,7 @@ int main(int argc, char **argv)
     }
     sdnotify_stopping();
     log_info("filtermail", "stopping");
-    mserver_close(&server);
+    if (mserver_close(&server) < 0)
+        _exit(0); /* sessions still run: no exit handlers under them */
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "fdio.h"
+#include "fileio.h"
 
 struct rejected_store {
     int dirfd;
@@ -70,32 +72,96 @@ void rejected_close(struct rejected_store **sp)
     *sp = NULL;
 }
 
-void rejected_spool_begin(struct rejected_store *s, struct rejected_spool *sp)
+void rejected_spool_init(struct rejected_spool *sp)
 {
-    sp->bytes = 0;
-    sp->fd = s != NULL ? openat(s->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
+    memset(sp, 0, sizeof(*sp));
+    sp->fd = -1;
 }
 
 void rejected_spool_discard(struct rejected_spool *sp)
 {
     if (sp->fd >= 0)
         close(sp->fd);
-    sp->fd = -1;
-    sp->bytes = 0;
+    free(sp->mem);
+    rejected_spool_init(sp);
+}
+
+void rejected_spool_begin(struct rejected_store *s, struct rejected_spool *sp)
+{
+    rejected_spool_discard(sp);
+    sp->on = s != NULL;
+}
+
+/* Stops spooling this message, remembering why. */
+static void spool_drop(struct rejected_spool *sp, bool too_large, int err)
+{
+    rejected_spool_discard(sp);
+    sp->too_large = too_large;
+    sp->err = err;
+}
+
+/* An unnamed file in the store's directory: O_TMPFILE, or where the file
+ * system lacks it a file created and unlinked at once. */
+static int spool_open(struct rejected_store *s)
+{
+    static atomic_ulong n;
+    char name[64];
+    int fd = openat(s->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+        return fd;
+    snprintf(name, sizeof(name), ".spool.%ld.%lu", (long)getpid(), atomic_fetch_add(&n, 1));
+    fd = openat(s->dirfd, name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0)
+        unlinkat(s->dirfd, name, 0);
+    return fd;
+}
+
+/* Moves the message from memory into an unnamed file. Returns 0 or -1. */
+static int spool_to_file(struct rejected_store *s, struct rejected_spool *sp)
+{
+    sp->fd = spool_open(s);
+    if (sp->fd < 0 || fd_write_all(sp->fd, sp->mem, (size_t)sp->bytes) < 0) {
+        spool_drop(sp, false, errno);
+        return -1;
+    }
+    free(sp->mem);
+    sp->mem = NULL;
+    sp->memcap = 0;
+    return 0;
 }
 
 void rejected_spool_write(struct rejected_store *s, struct rejected_spool *sp, const void *data,
                           size_t len)
 {
-    if (sp->fd < 0)
+    if (!sp->on || len == 0)
         return;
-    if (sp->bytes + len > s->max_bytes) {
-        rejected_spool_discard(sp);
-        sp->bytes = UINT64_MAX; /* remembered: too large to keep */
+    if (len > s->max_bytes || sp->bytes > s->max_bytes - len) {
+        spool_drop(sp, true, 0);
         return;
     }
+    if (sp->fd < 0 && sp->bytes + len <= REJECTED_MEM_MAX) {
+        if (sp->bytes + len > sp->memcap) {
+            size_t cap = sp->memcap ? sp->memcap : 4096;
+            while (cap < sp->bytes + len)
+                cap *= 2;
+            if (cap > REJECTED_MEM_MAX)
+                cap = REJECTED_MEM_MAX;
+            unsigned char *m = realloc(sp->mem, cap);
+            if (m == NULL) {
+                spool_drop(sp, false, ENOMEM);
+                return;
+            }
+            sp->mem = m;
+            sp->memcap = cap;
+        }
+        memcpy(sp->mem + sp->bytes, data, len);
+        sp->bytes += len;
+        return;
+    }
+    if (sp->fd < 0 && spool_to_file(s, sp) < 0)
+        return;
     if (fd_write_all(sp->fd, data, len) < 0) {
-        rejected_spool_discard(sp);
+        spool_drop(sp, false, errno);
         return;
     }
     sp->bytes += len;
@@ -156,17 +222,42 @@ static void rotate(struct rejected_store *s, int rfd)
     free(e);
 }
 
+/* Copies the spooled message to fd. Returns 0 or -1 (errno). */
+static int spool_copy(const struct rejected_spool *sp, int fd)
+{
+    char chunk[65536];
+    if (sp->fd < 0)
+        return fd_write_all(fd, sp->mem, (size_t)sp->bytes);
+    for (uint64_t off = 0; off < sp->bytes;) {
+        size_t want = sp->bytes - off < sizeof(chunk) ? (size_t)(sp->bytes - off) : sizeof(chunk);
+        ssize_t n = pread(sp->fd, chunk, want, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO; /* the spool is shorter than what was written */
+            return -1;
+        }
+        if (fd_write_all(fd, chunk, (size_t)n) < 0)
+            return -1;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
 int rejected_keep(struct rejected_store *s, struct rejected_spool *sp, const char *reason,
                   const char *qid, char *out, size_t outlen)
 {
-    char id[32], name[128], proc[64];
+    char id[32], name[128], ferr[128];
     size_t o = 0;
     int rfd, rc = -1;
 
-    if (sp->fd < 0) {
-        snprintf(out, outlen, "%s", sp->bytes == UINT64_MAX ? "too large to keep"
-                                                            : "not spooled");
-        sp->bytes = 0;
+    if (!sp->on) {
+        if (sp->too_large)
+            snprintf(out, outlen, "too large to keep");
+        else
+            snprintf(out, outlen, "not spooled: %s", sp->err != 0 ? strerror(sp->err) : "off");
+        rejected_spool_discard(sp);
         return -1;
     }
     for (const char *p = qid; *p != '\0' && o + 1 < sizeof(id); p++) {
@@ -187,9 +278,15 @@ int rejected_keep(struct rejected_store *s, struct rejected_spool *sp, const cha
     }
     snprintf(name, sizeof(name), "%lld-%s-%lu.eml", (long long)time(NULL),
              id[0] != '\0' ? id : "NOQUEUE", ++s->serial);
-    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", sp->fd);
-    if (linkat(AT_FDCWD, proc, rfd, name, AT_SYMLINK_FOLLOW) < 0) {
+    /* Written as every file is (fileio.h): whole, synced, then named. */
+    struct fileio_atomic w;
+    if (fileio_atomic_begin(&w, rfd, name, 0600, ferr, sizeof(ferr)) < 0) {
+        snprintf(out, outlen, "%s/%s: %s", reason, name, ferr);
+    } else if (spool_copy(sp, w.fd) < 0) {
         snprintf(out, outlen, "%s/%s: %s", reason, name, strerror(errno));
+        fileio_atomic_abort(&w);
+    } else if (fileio_atomic_commit(&w, ferr, sizeof(ferr)) < 0) {
+        snprintf(out, outlen, "%s/%s: %s", reason, name, ferr);
     } else {
         snprintf(out, outlen, "%s/%s", reason, name);
         rotate(s, rfd);

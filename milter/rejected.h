@@ -1,10 +1,13 @@
 /* rejected: keeps messages refused by the DKIM check for inspection (spec 6.7),
  * bounded where upstream is not.
  *
- * While an incoming message streams by, it is spooled into an anonymous file
+ * While an incoming message streams by, it is spooled: its first
+ * REJECTED_MEM_MAX bytes in memory (most messages end there: no file system
+ * work for a message that passes), beyond that into an anonymous file
  * (O_TMPFILE) in the store's directory: nothing is named, so nothing is left
  * behind when the message passes or the milter dies. Only a rejected message
- * gets a name, <dir>/<reason>/<unix-seconds>-<queue-id>-<n>.eml, mode 0600;
+ * is written to a file of its own (fileio.h's atomic writer: whole, synced,
+ * then named), <dir>/<reason>/<unix-seconds>-<queue-id>-<n>.eml, mode 0600;
  * then the oldest files of that reason are deleted until at most max_files
  * files and max_bytes bytes remain. A message larger than max_bytes is not
  * kept.
@@ -25,18 +28,29 @@ struct rejected_store *rejected_open(const char *dir, uint32_t max_files, uint64
                                      uid_t uid, gid_t gid, char *err, size_t errlen);
 void rejected_close(struct rejected_store **s);
 
-/* One message's spool. */
+/* Bytes of a message kept in memory before the spool becomes a file. */
+#define REJECTED_MEM_MAX (64 * 1024)
+
+/* One message's spool; the fields are for tests. */
 struct rejected_spool {
-    int fd;          /* -1: not spooling (off, failed, or too large) */
+    bool on;              /* spooling this message */
+    bool too_large;       /* dropped: over max_bytes */
+    int err;              /* dropped: errno of the failed file */
+    int fd;               /* the file, -1 while the message is in memory */
     uint64_t bytes;
+    unsigned char *mem;   /* the message while it fits REJECTED_MEM_MAX */
+    size_t memcap;
 };
 
-/* Starts spooling; on failure the spool stays off (fd -1) and errno tells. */
+/* Makes an empty spool (once, before its first use). */
+void rejected_spool_init(struct rejected_spool *sp);
+/* Starts spooling a message (s may be NULL: the store is off). */
 void rejected_spool_begin(struct rejected_store *s, struct rejected_spool *sp);
-/* Appends; past max_bytes or on a write error the spool is dropped. */
+/* Appends; past max_bytes or when the file cannot be made or written the
+ * spool is dropped. */
 void rejected_spool_write(struct rejected_store *s, struct rejected_spool *sp, const void *data,
                           size_t len);
-/* Drops the spool (the message passed). */
+/* Drops the spool (the message passed) and frees what it held. */
 void rejected_spool_discard(struct rejected_spool *sp);
 
 /* Names the spooled message under reason ("dkim-verify") and applies the caps.

@@ -239,6 +239,16 @@ def test_incoming_bogus_dnssec_is_temporary():
            451, "451 4.7.5 DKIM key lookup failed, try again later", "bogus key record")
 
 
+def test_incoming_malformed_selector_is_final():
+    """A selector no DNS name can have is the sender's fault: 554 (the
+    signature fails for good), not 451 retried for days."""
+    data, _ = message(ALICE)
+    signed = sign(data, "rsa.pem", "rsa", REMOTE)
+    for bad in (b"a..b", b".a", b"a.", b"a" * 64):
+        expect(incoming(signed.replace(b"s=rsa", b"s=" + bad, 1)), 554,
+               "554 5.7.1 No valid DKIM signature found", f"s={bad.decode()}")
+
+
 def test_incoming_encryption_checked_first():
     # Cleartext to an enforcing user: 523 before any key lookup.
     data = (f"From: <{ALICE}>\r\nTo: <{TWO}>\r\nSubject: hi\r\n\r\nHello\r\n").encode()

@@ -6,15 +6,21 @@ under bad input, concurrency and failure.
 Most tests share one relay (setup_module); the failure test starts its own.
 """
 import base64
+import grp
+import os
+import pwd
+import subprocess
 import concurrent.futures
 import random
 import re
 import signal
+import threading
+import time
 import uuid
 
 import corpus
 from corpus import ACCEPT, ENCRYPTION_NEEDED
-from harness import REPO, Relay, add_header, read_mail, set_header, smtp_data, smtp_send
+from harness import REPO, Relay, Reply, add_header, read_mail, set_header, smtp_data, smtp_send
 
 ONE = "one@example.org"             # a user (enforcing), the usual sender
 TWO = corpus.ENFORCING_RCPT         # a user (enforcing), the usual recipient
@@ -567,6 +573,23 @@ def test_log_lines():
     assert not wrong, "\n".join(wrong)
 
 
+def test_log_lines_cannot_be_split_by_message_text():
+    """An RFC 2047-encoded newline in From (here on a mailer-daemon report,
+    whose From is quoted in the metric line) stays inside its one log line:
+    the log module makes every line safe, whichever caller logged it."""
+    md = read_mail("mailer-daemon.eml")
+    forged = set_header(md, "From", "=?utf-8?q?=3Cmailer-daemon=40example.net=0A"
+                                    "=5BWARN__filtermail=3A=3Ainbound=5D_injected2=3E?=")
+    mark = len(relay.milter_log())
+    send("incoming", "", [TWO], forged)
+    lines = relay.milter_log()[mark:].splitlines()
+    # The address is lowercased: a split would start a line "[warn  ...".
+    alien = [line for line in lines if not re.match(r"\[(ERROR|WARN |INFO |DEBUG|TRACE) ", line)]
+    assert not alien, f"a peer's text started a log line: {alien}"
+    assert any("Filtering mailer-daemon message from <mailer-daemon@example.net?[warn" in line
+               and line.endswith("injected2>") for line in lines), lines
+
+
 # -- bad input ---------------------------------------------------------------
 
 def nested_multipart(sender, depth, top="multipart/mixed"):
@@ -649,6 +672,117 @@ def test_long_reply_texts_reach_client():
         wrong.append(f"outgoing From mismatch, 490-byte addresses: got {str(reply)[:80]!r}, "
                      "expected '500 Invalid FROM <fff...'")
     assert not wrong, "\n".join(wrong)
+
+
+def test_slow_upload_gets_the_real_verdict():
+    """Postfix sends the milter nothing while a client uploads (cleanup passes
+    the headers on after the whole DATA): an upload silent for longer than the
+    milter's packet timeout (filtermail_milter_timeout, 2 s here) still gets
+    the milter's verdict, not Postfix's tempfail for a lost milter."""
+    with Relay(ini={"filtermail_milter_timeout": "2"}) as r:
+        r.add_user(TWO)
+        for direction, sender, data, expected in (
+                ("incoming", REMOTE, plain(REMOTE), ENCRYPTION_NEEDED),
+                ("outgoing", ONE, encrypted(ONE), ACCEPT)):
+            s = r.connect("smtp" if direction == "incoming" else "submission",
+                          login=ONE if direction == "outgoing" else None)
+            try:
+                assert s.docmd("MAIL", f"FROM:<{sender}>")[0] == 250
+                assert s.docmd("RCPT", f"TO:<{TWO}>")[0] == 250
+                assert s.docmd("DATA")[0] == 354
+                body = smtp_data(data)
+                s.send(body[:len(body) // 2])
+                time.sleep(5)
+                s.send(body[len(body) // 2:] + b".\r\n")
+                code, msg = s.getreply()
+            finally:
+                s.close()
+            check_reply(Reply(code, msg.decode("utf-8", "replace"), "end of data"), expected,
+                        f"{direction} slow upload")
+
+
+def test_shutdown_with_sessions_in_flight():
+    """SIGTERM while clients keep sending through 20 Postfix sessions (some
+    between messages, some with MAIL and RCPT given, which Postfix buffers
+    until end of data, some inside the milter's end-of-message step): the
+    milter exits 0 within seconds with no sanitizer report, and every reply
+    is either its real verdict or Postfix's tempfail, never an accept."""
+    with Relay() as r:
+        r.add_user(TWO)
+        idle = [r.connect("smtp") for _ in range(5)]
+        pending = []
+        for _ in range(5):
+            s = r.connect("smtp")
+            assert s.docmd("MAIL", f"FROM:<{REMOTE}>")[0] == 250
+            assert s.docmd("RCPT", f"TO:<{TWO}>")[0] == 250
+            pending.append(s)
+        stop = threading.Event()
+        replies = []
+
+        def sender():
+            while not stop.is_set():
+                replies.append(r.send_incoming(REMOTE, [TWO], plain(REMOTE)))
+
+        threads = [threading.Thread(target=sender) for _ in range(10)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        proc = r.milter_proc
+        r._milter_expected_dead = True
+        proc.send_signal(signal.SIGTERM)
+        try:
+            status = proc.wait(10)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        for s in pending:
+            assert s.docmd("DATA")[0] == 354
+            s.send(smtp_data(plain(REMOTE)) + b".\r\n")
+            code, msg = s.getreply()
+            replies.append(Reply(code, msg.decode("utf-8", "replace"), "end of data"))
+        for s in idle + pending:
+            s.close()
+        assert status == 0, f"exit status {status}"
+        problem = r._sanitizer_problem()
+        assert problem is None, problem
+        wrong = [x for x in replies if not (matches(x, ENCRYPTION_NEEDED) or 400 <= x.code < 500)]
+        assert not wrong, wrong
+        assert any(matches(x, ENCRYPTION_NEEDED) for x in replies), replies[:3]
+        assert any(400 <= x.code < 500 for x in replies), replies[-3:]
+
+
+def test_bare_socket_path_reaches_postfix():
+    """filtermail_milter_socket = /path (a form the milter accepts): the socket
+    is handed to filtermail_user and the Postfix group, 0660, and mail is
+    filtered (it once stayed root:root 0770: Postfix could not connect and
+    deferred everything)."""
+    r = Relay()
+    r.extra_ini["filtermail_milter_socket"] = str(r.milter_socket)
+    try:
+        r.start()
+        r.add_user(TWO)
+        check_reply(r.send_outgoing(ONE, [TWO], encrypted(ONE)), ACCEPT, "bare socket path")
+        check_reply(r.send_outgoing(ONE, [TWO], plain(ONE)), ENCRYPTION_NEEDED,
+                    "bare socket path, cleartext")
+        st = os.stat(r.milter_socket)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
+            (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("postfix").gr_gid, 0o660), st
+    finally:
+        r.stop()
+
+
+def test_second_milter_leaves_the_socket_alone():
+    """A second milter started on the socket of a running one fails, and the
+    running one keeps its socket and keeps filtering."""
+    with Relay() as r:
+        r.add_user(TWO)
+        second = subprocess.run([str(r.binary), str(r.ini_path)], capture_output=True,
+                                timeout=30, env=dict(os.environ, FILTERMAIL_SKIP_DKIM="1"))
+        assert second.returncode == 1, second
+        assert b"listen" in second.stderr or b"socket" in second.stderr, second.stderr
+        check_reply(r.send_outgoing(ONE, [TWO], plain(ONE)), ENCRYPTION_NEEDED,
+                    "after a second milter tried the socket")
 
 
 # -- milter failure ----------------------------------------------------------

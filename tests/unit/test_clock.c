@@ -18,6 +18,20 @@ static void test_monotonic(void)
     CHECK(clock_elapsed_s(clock_mono_ns() + CLOCK_NS_PER_SEC) == 0.0);
 }
 
+/* A deadline for a CLOCK_MONOTONIC condition variable: ms from now, with
+ * the nanoseconds carried into seconds. */
+static void test_deadline(void)
+{
+    for (uint64_t ms = 0; ms < 3000; ms += 999) {
+        uint64_t before = clock_mono_ns();
+        struct timespec d = clock_mono_deadline(ms);
+        uint64_t after = clock_mono_ns();
+        uint64_t t = (uint64_t)d.tv_sec * CLOCK_NS_PER_SEC + (uint64_t)d.tv_nsec;
+        CHECK(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+        CHECK(t >= before + ms * CLOCK_NS_PER_MS && t <= after + ms * CLOCK_NS_PER_MS);
+    }
+}
+
 static void test_wall(void)
 {
     uint64_t w = clock_wall_ns();
@@ -29,6 +43,7 @@ static void test_wall(void)
 int main(void)
 {
     UNIT_RUN(test_monotonic);
+    UNIT_RUN(test_deadline);
     UNIT_RUN(test_wall);
     return unit_summary();
 }

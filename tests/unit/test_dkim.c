@@ -11,10 +11,13 @@
 #include "dns.h"
 #include "unit.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -334,6 +337,52 @@ static void test_two_signatures(void)
     EXPECT(path("bad.eml"), "example.test", ORIGIN_NO_VALID_SIGNATURE);
 }
 
+/* A malformed selector (libunbound refuses such names) fails that signature
+ * for good: no valid signature (554), never a temporary failure (451) that
+ * would defer the message for days; a good signature beside it still passes. */
+static void test_malformed_selector(void)
+{
+    static const char *const bad[] = {
+        "a..b", ".a", "a.", ".",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* 64 */
+        "x.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.y",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char why[512];
+        size_t len;
+        pysign(path("base.eml"), path("badsel.eml"), path("rsa.pem"), "rsa", "example.test",
+               "rsa-sha256");
+        char *raw = slurp(path("badsel.eml"), &len);
+        char *tag = strstr(raw, "s=rsa;");
+        CHECK(tag != NULL);
+        if (tag == NULL) {
+            free(raw);
+            continue;
+        }
+        /* s=<bad>; in place of s=rsa; */
+        size_t blen = strlen(bad[i]), pre = (size_t)(tag - raw) + 2, post = len - pre - 3;
+        char *m = malloc(len + blen);
+        memcpy(m, raw, pre);
+        memcpy(m + pre, bad[i], blen);
+        memcpy(m + pre + blen, tag + 5, post);
+        enum verdict_origin o = check_raw(m, pre + blen + post, "example.test", 1, 1, why,
+                                          sizeof(why));
+        CHECKF(o == ORIGIN_NO_VALID_SIGNATURE, "s=%s: got %d (%s)", bad[i], o, why);
+        /* With a good signature on top, the message passes. */
+        spit(path("badsel.eml"), m, pre + blen + post);
+        pysign(path("badsel.eml"), path("badsel2.eml"), path("rsa.pem"), "rsa", "example.test",
+               "rsa-sha256");
+        EXPECT(path("badsel2.eml"), "example.test", ORIGIN_PASS);
+        free(m);
+        free(raw);
+    }
+    /* The longest well-formed label (63) is looked up: no such key. */
+    pysign(path("base.eml"), path("sel63.eml"), path("rsa.pem"),
+           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "example.test",
+           "rsa-sha256");
+    EXPECT(path("sel63.eml"), "example.test", ORIGIN_NO_VALID_SIGNATURE);
+}
+
 static void test_keys(void)
 {
     pysign(path("base.eml"), path("nokey.eml"), path("rsa.pem"), "nokey", "example.test",
@@ -574,6 +623,82 @@ static void test_cache(void)
     CHECK(hits1 == hits0); /* expired: fetched again, not served from the cache */
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A sender whose DNS never answers: ten aligned signatures, each with its
+ * own selector, cost one DNS timeout for the whole message (the lookups run
+ * at once and share the deadline), not ten one after another, and the
+ * answer is still a temporary failure (451 4.7.5). */
+static void test_lookups_bounded_per_message(void)
+{
+    /* A forwarder that takes queries and never answers. */
+    int udp = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    CHECK(udp >= 0 && bind(udp, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+          getsockname(udp, (struct sockaddr *)&a, &alen) == 0);
+    FILE *f = fopen(path("silent.conf"), "w");
+    CHECK(f != NULL);
+    if (f == NULL)
+        return;
+    fprintf(f, "server:\n  do-not-query-localhost: no\n  tcp-upstream: no\n"
+               "forward-zone:\n  name: \".\"\n  forward-addr: 127.0.0.1@%u\n",
+            (unsigned)ntohs(a.sin_port));
+    fclose(f);
+    char err[256];
+    struct dns_config dc = {.unbound_config = path("silent.conf"),
+                            .trust_anchor = path("dns/trust-anchors")};
+    struct dns_resolver *silent = dns_resolver_new(&dc, err, sizeof(err));
+    CHECKF(silent != NULL, "%s", err);
+    struct dkimcheck *slow = silent != NULL ? dkimcheck_new(silent, 1000, err, sizeof(err)) : NULL;
+    CHECKF(slow != NULL, "%s", err);
+
+    sh("cp %s %s", path("base.eml"), path("ten.eml"));
+    for (int i = 0; i < DKIMCHECK_MAX_SIGNATURES; i++)
+        sh("/usr/bin/python3 tests/support/dkimtool.py sign %s sel%d slow.example rsa-sha256 "
+           "<%s >%s && mv %s %s",
+           path("rsa.pem"), i, path("ten.eml"), path("ten2.eml"), path("ten2.eml"),
+           path("ten.eml"));
+    if (slow != NULL) {
+        struct dkimcheck *saved = chk;
+        chk = slow;
+        char why[512];
+        int64_t t0 = mono_ms();
+        enum verdict_origin o = check_file(path("ten.eml"), "slow.example", why, sizeof(why));
+        int64_t took = mono_ms() - t0;
+        chk = saved;
+        CHECKF(o == ORIGIN_TEMPFAIL, "got %d (%s)", o, why);
+        CHECKF(took >= 900 && took < 2500, "ten silent lookups took %lld ms",
+               (long long)took);
+        /* A message with no pending lookup left behind frees cleanly (ASan). */
+    }
+    dkimcheck_free(&slow);
+    dns_resolver_free(&silent);
+    close(udp);
+}
+
+/* A forged signature (s=rsa, made with another key) does not evict the
+ * cached key: the next good message is still served from the cache. */
+static void test_forged_signature_keeps_cached_key(void)
+{
+    uint64_t lookups0, hits0, lookups1, hits1;
+    EXPECT(path("rsa.eml"), "example.test", ORIGIN_PASS); /* cached */
+    pysign(path("base.eml"), path("forged.eml"), path("other.pem"), "rsa", "example.test",
+           "rsa-sha256");
+    for (int i = 0; i < 3; i++)
+        EXPECT(path("forged.eml"), "example.test", ORIGIN_NO_VALID_SIGNATURE);
+    dkimcheck_cache_stats(chk, &lookups0, &hits0);
+    EXPECT(path("rsa.eml"), "example.test", ORIGIN_PASS);
+    dkimcheck_cache_stats(chk, &lookups1, &hits1);
+    CHECK_INT(lookups1 - lookups0, 1);
+    CHECK_INT(hits1 - hits0, 1);
+}
+
 static void test_normalize(void)
 {
     char t[] = "v=DKIM1; k=rsa;\tp=AB\" \"CD\r\n";
@@ -593,10 +718,13 @@ int main(void)
     UNIT_RUN(test_alignment);
     UNIT_RUN(test_two_signatures);
     UNIT_RUN(test_keys);
+    UNIT_RUN(test_malformed_selector);
     UNIT_RUN(test_signer);
     UNIT_RUN(test_edsign_canonical);
     UNIT_RUN(test_max_signatures);
     UNIT_RUN(test_cache);
+    UNIT_RUN(test_forged_signature_keeps_cached_key);
+    UNIT_RUN(test_lookups_bounded_per_message);
     dkimcheck_free(&chk);
     dns_resolver_free(&dns);
     if (getenv("FILTERMAIL_KEEP_TMP") == NULL)

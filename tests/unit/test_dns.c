@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,6 +169,61 @@ static void test_timeout(void)
     dns_result_free(&r);
 }
 
+/* Threads of this process (/proc/self/status). */
+static unsigned threads(void)
+{
+    char line[256];
+    unsigned n = 0;
+    FILE *f = fopen("/proc/self/status", "re");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "Threads: %u", &n) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return n;
+}
+
+/* start_later: the resolver reads its files (zones, anchors) at once but
+ * starts no thread until dns_resolver_start (a daemon drops privileges in
+ * between); then it answers. */
+static void test_start_later(void)
+{
+    char err[256];
+    struct dns_config c = {.unbound_config = conf, .trust_anchor = anchors, .start_later = true};
+    unsigned before = threads();
+    struct dns_resolver *r = dns_resolver_new(&c, err, sizeof(err));
+    CHECKF(r != NULL, "%s", err);
+    if (r == NULL)
+        return;
+    CHECK_INT(threads(), before);
+    CHECK_INT(dns_resolver_start(r, err, sizeof(err)), 0);
+    CHECK(threads() > before);
+    struct dns_result a;
+    dns_lookup(r, "mx.example.test", DNS_TYPE_A, 5000, &a);
+    CHECK(a.status == DNS_OK && a.secure);
+    dns_result_free(&a);
+    dns_resolver_free(&r);
+}
+
+/* A query given up without waiting (cancelled while pending, or after its
+ * answer came) frees everything (LeakSanitizer) and leaves the resolver
+ * answering. */
+static void test_cancel(void)
+{
+    for (int i = 0; i < 20; i++) {
+        dns_query_cancel(dns_query_start(res, "x.slow.test", DNS_TYPE_A));
+        struct dns_query *q = dns_query_start(res, "mx.example.test", DNS_TYPE_A);
+        if (i % 2)
+            poll(NULL, 0, 20); /* the answer has come */
+        dns_query_cancel(q);
+    }
+    dns_query_cancel(NULL);
+    struct dns_result a;
+    dns_lookup(res, "mx.example.test", DNS_TYPE_A, 5000, &a);
+    CHECK(a.status == DNS_OK);
+    dns_result_free(&a);
+}
+
 static void *worker(void *arg)
 {
     int *ok = arg;
@@ -227,6 +283,8 @@ int main(void)
     UNIT_RUN(test_bogus);
     UNIT_RUN(test_timeout);
     UNIT_RUN(test_threads);
+    UNIT_RUN(test_start_later);
+    UNIT_RUN(test_cancel);
     UNIT_RUN(test_rdata);
     dns_resolver_free(&res);
     CHECK(res == NULL);

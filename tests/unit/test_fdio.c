@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,9 +55,26 @@ static void test_errors(void)
     CHECK(fd_write_all(-1, "", 0) == 0); /* nothing to write: nothing fails */
 }
 
+/* fd_send_all: whole sends, and a peer that went away is EPIPE, not
+ * SIGPIPE (left at its default here, which would kill the test). */
+static void test_send_all(void)
+{
+    int sv[2];
+    char got[8] = "";
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    signal(SIGPIPE, SIG_DFL);
+    CHECK(fd_send_all(sv[0], "hello", 5) == 0);
+    CHECK(read(sv[1], got, sizeof(got)) == 5 && memcmp(got, "hello", 5) == 0);
+    close(sv[1]);
+    errno = 0;
+    CHECK(fd_send_all(sv[0], "x", 1) == -1 && errno == EPIPE);
+    close(sv[0]);
+}
+
 int main(void)
 {
     UNIT_RUN(test_whole_write_through_pipe);
     UNIT_RUN(test_errors);
+    UNIT_RUN(test_send_all);
     return unit_summary();
 }

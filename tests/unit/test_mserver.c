@@ -1,17 +1,25 @@
 /* Tests for milter/mserver.c through a real unix socket: the session sees
  * the macros Postfix sends, and more macros than the session can keep close
  * the connection (Postfix then applies milter_default_action = tempfail)
- * instead of silently losing, say, {auth_authen}. */
+ * instead of silently losing, say, {auth_authen}; silence between packets is
+ * waited out while a stalled packet is not; a shutdown with sessions in
+ * flight lets messages finish and frees nothing under them (ASan); the stop
+ * and reload requests never block and keep errno. */
 #include "mproto.h"
 #include "mserver.h"
 #include "unit.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -216,8 +224,323 @@ static void test_macros(void)
     rmdir(path);
 }
 
+/* ------------------------------------------------------------------------ */
+/* A server with callbacks for whole messages. */
+
+static atomic_int eoms;
+
+static enum mstatus any_continue(struct msess *s, const char *a)
+{
+    return MS_CONTINUE;
+}
+
+static enum mstatus hdr_continue(struct msess *s, const char *a, const char *b)
+{
+    return MS_CONTINUE;
+}
+
+static enum mstatus body_continue(struct msess *s, const unsigned char *d, size_t n)
+{
+    return MS_CONTINUE;
+}
+
+/* End of message takes a while (as a DNS lookup would), then rejects with
+ * a reply of its own: the client can tell the real verdict from Postfix's
+ * default action. */
+static enum mstatus slow_eom(struct msess *s)
+{
+    poll(NULL, 0, 50);
+    atomic_fetch_add(&eoms, 1);
+    msess_setreply(s, "554", "5.7.1", "real verdict");
+    return MS_REJECT;
+}
+
+static const struct mserver_callbacks msg_cbs = {
+    .envfrom = any_continue,
+    .envrcpt = any_continue,
+    .header = hdr_continue,
+    .body = body_continue,
+    .eom = slow_eom,
+};
+
+struct server {
+    char dir[64], sock[96];
+    struct mserver *srv;
+    pthread_t t;
+};
+
+static bool server_start(struct server *sv, int timeout, unsigned shutdown_ms)
+{
+    char spec[128], err[256];
+    snprintf(sv->dir, sizeof(sv->dir), "/tmp/filtermail-mserver-XXXXXX");
+    CHECK(mkdtemp(sv->dir) != NULL);
+    snprintf(sv->sock, sizeof(sv->sock), "%s/m.sock", sv->dir);
+    snprintf(spec, sizeof(spec), "unix:%s", sv->sock);
+    struct mserver_config cfg = {.socket_spec = spec,
+                                 .protocol = SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR |
+                                             SMFIP_NR_BODY,
+                                 .timeout = timeout,
+                                 .shutdown_ms = shutdown_ms,
+                                 .max_sessions = 200,
+                                 .cb = &msg_cbs};
+    sv->srv = mserver_open(&cfg, err, sizeof(err));
+    CHECKF(sv->srv != NULL, "%s", err);
+    if (sv->srv == NULL)
+        return false;
+    pthread_create(&sv->t, NULL, serve, sv->srv);
+    return true;
+}
+
+/* Stops the accept loop and shuts down; returns mserver_close's result. */
+static int server_stop(struct server *sv)
+{
+    mserver_stop(sv->srv);
+    pthread_join(sv->t, NULL);
+    int rc = mserver_close(&sv->srv);
+    unlink(sv->sock);
+    rmdir(sv->dir);
+    return rc;
+}
+
+/* A connection negotiated and inside a message (MAIL, RCPT, a header sent). */
+static int open_message(const char *sock)
+{
+    struct buf b;
+    int fd = client(sock);
+    if (fd < 0)
+        return -1;
+    buf_init(&b, 1024 * 1024);
+    mproto_put_optneg(&b, 6, 0, SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR | SMFIP_NR_BODY, 0,
+                      NULL);
+    if (send_buf(fd, &b) < 0 || read_cmd(fd) != SMFIC_OPTNEG) {
+        close(fd);
+        fd = -1;
+    } else {
+        mproto_put_str(&b, SMFIC_MAIL, "<alice@example.org>");
+        mproto_put_str(&b, SMFIC_RCPT, "<bob@example.org>");
+        mproto_put(&b, SMFIC_HEADER, "Subject\0 hi", 12);
+        send_buf(fd, &b);
+    }
+    buf_free(&b);
+    return fd;
+}
+
+/* Ends the message; returns the reply's command byte (0: connection closed). */
+static int end_message(int fd)
+{
+    struct buf b;
+    buf_init(&b, 1024 * 1024);
+    mproto_put(&b, SMFIC_BODY, "body\r\n", 6);
+    mproto_put(&b, SMFIC_BODYEOB, NULL, 0);
+    int rc = send_buf(fd, &b) < 0 ? -1 : read_cmd(fd);
+    buf_free(&b);
+    return rc;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Silence between packets (a client uploading for longer than the packet
+ * timeout, Postfix sending nothing meanwhile) is waited out and the message
+ * still gets the real verdict; a packet that starts and stalls costs the
+ * connection after the timeout. */
+static void test_silence_between_packets(void)
+{
+    struct server sv;
+    if (!server_start(&sv, 1, 1000))
+        return;
+    int fd = open_message(sv.sock);
+    CHECK(fd >= 0);
+    poll(NULL, 0, 2500); /* 2.5 x the timeout */
+    CHECK_INT(end_message(fd), SMFIR_REPLYCODE);
+    close(fd);
+
+    fd = open_message(sv.sock);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "\0\0\0", 3) == 3); /* a packet starts ... and stalls */
+    int64_t t0 = now_ms();
+    CHECK_INT(read_cmd(fd), 0); /* closed by the server */
+    int64_t took = now_ms() - t0;
+    CHECKF(took >= 900 && took < 4000, "stalled packet closed after %lld ms", (long long)took);
+    close(fd);
+    CHECK_INT(server_stop(&sv), 0);
+}
+
+struct closer {
+    struct server *sv;
+    int rc;
+    int64_t took_ms;
+};
+
+static void *run_close(void *arg)
+{
+    struct closer *c = arg;
+    int64_t t0 = now_ms();
+    c->rc = server_stop(c->sv);
+    c->took_ms = now_ms() - t0;
+    return NULL;
+}
+
+/* Shutdown with 50 sessions in flight: 20 idle between messages end at once,
+ * 20 inside a message finish it with the real verdict, 10 stalled inside a
+ * packet are cut after the grace period; mserver_close then frees the server
+ * with no session left (ASan would report a use after free). */
+static void test_shutdown_with_sessions_in_flight(void)
+{
+    enum { IDLE = 20, BUSY = 20, STALLED = 10 };
+    int idle[IDLE], busy[BUSY], stalled[STALLED];
+    struct server sv;
+    struct buf b;
+
+    if (!server_start(&sv, 60, 1500))
+        return;
+    buf_init(&b, 1024 * 1024);
+    for (int i = 0; i < IDLE; i++) {
+        idle[i] = client(sv.sock);
+        mproto_put_optneg(&b, 6, 0, SMFIP_NR_MAIL, 0, NULL);
+        CHECK(idle[i] >= 0 && send_buf(idle[i], &b) == 0 && read_cmd(idle[i]) == SMFIC_OPTNEG);
+    }
+    for (int i = 0; i < BUSY; i++)
+        CHECK((busy[i] = open_message(sv.sock)) >= 0);
+    for (int i = 0; i < STALLED; i++) {
+        CHECK((stalled[i] = open_message(sv.sock)) >= 0);
+        CHECK(write(stalled[i], "\0\0\0\x10" "B", 5) == 5); /* 15 body bytes never come */
+    }
+    poll(NULL, 0, 200); /* every session has read what it was sent */
+
+    atomic_store(&eoms, 0);
+    struct closer c = {.sv = &sv};
+    pthread_t t;
+    pthread_create(&t, NULL, run_close, &c);
+    poll(NULL, 0, 300);
+    /* Idle sessions are gone at once. */
+    for (int i = 0; i < IDLE; i++) {
+        struct pollfd pfd = {.fd = idle[i], .events = POLLIN};
+        CHECK(poll(&pfd, 1, 1000) == 1);
+        CHECK_INT(read_cmd(idle[i]), 0);
+    }
+    /* Messages in progress finish with their real verdict. */
+    for (int i = 0; i < BUSY; i++)
+        CHECK_INT(end_message(busy[i]), SMFIR_REPLYCODE);
+    pthread_join(t, NULL);
+    CHECK_INT(c.rc, 0);
+    CHECKF(c.took_ms >= 1400 && c.took_ms < 6000, "shutdown took %lld ms", (long long)c.took_ms);
+    CHECK_INT(atomic_load(&eoms), BUSY);
+    for (int i = 0; i < STALLED; i++)
+        CHECK(read_cmd(stalled[i]) <= 0);
+    for (int i = 0; i < IDLE; i++)
+        close(idle[i]);
+    for (int i = 0; i < BUSY; i++)
+        close(busy[i]);
+    for (int i = 0; i < STALLED; i++)
+        close(stalled[i]);
+    buf_free(&b);
+}
+
+static atomic_int reloads;
+
+static void count_reload(void)
+{
+    atomic_fetch_add(&reloads, 1);
+}
+
+/* The requests signal handlers make: never block (far more than a pipe
+ * holds), keep errno, and are served once. */
+static void test_stop_and_reload_never_block(void)
+{
+    char spec[128], dir[] = "/tmp/filtermail-mserver-XXXXXX", sock[96], err[256];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(sock, sizeof(sock), "%s/m.sock", dir);
+    snprintf(spec, sizeof(spec), "unix:%s", sock);
+    struct mserver_config cfg = {.socket_spec = spec, .timeout = 5, .max_sessions = 4,
+                                 .cb = &msg_cbs, .reload = count_reload};
+    struct mserver *srv = mserver_open(&cfg, err, sizeof(err));
+    CHECKF(srv != NULL, "%s", err);
+    if (srv == NULL)
+        return;
+    alarm(20); /* a blocking write would hang here: fail instead */
+    for (int i = 0; i < 200000; i++)
+        mserver_reload(srv);
+    CHECK(mserver_catch_signals(srv) == 0);
+    errno = EDOM;
+    raise(SIGHUP); /* the pipe is full: the handler's write fails */
+    CHECK_INT(errno, EDOM);
+    alarm(0);
+
+    atomic_store(&reloads, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, serve, srv);
+    for (int i = 0; i < 100 && atomic_load(&reloads) == 0; i++)
+        poll(NULL, 0, 20);
+    CHECK_INT(atomic_load(&reloads), 1);
+    errno = EDOM;
+    raise(SIGTERM);
+    CHECK_INT(errno, EDOM);
+    pthread_join(t, NULL); /* SIGTERM stopped mserver_run */
+    CHECK_INT(mserver_close(&srv), 0);
+    CHECK(srv == NULL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    unlink(sock);
+    rmdir(dir);
+}
+
+/* A second server on the socket a running one listens on fails to start
+ * and leaves the socket alone (it used to unlink it and take the address);
+ * a socket file left by a server that is gone is replaced; closing removes
+ * only the server's own socket file. */
+static void test_socket_not_stolen(void)
+{
+    struct server a;
+    char spec[128], err[256];
+    if (!server_start(&a, 5, 100))
+        return;
+    snprintf(spec, sizeof(spec), "unix:%s", a.sock);
+    struct mserver_config cfg = {.socket_spec = spec, .timeout = 5, .max_sessions = 4,
+                                 .cb = &msg_cbs};
+    struct mserver *b = mserver_open(&cfg, err, sizeof(err));
+    CHECK(b == NULL);
+    mserver_close(&b);
+    /* The first still serves on its socket. */
+    int fd = open_message(a.sock);
+    CHECK(fd >= 0);
+    CHECK_INT(end_message(fd), SMFIR_REPLYCODE);
+    close(fd);
+
+    /* Bare paths (as filtermail_milter_socket = /path) are unix sockets too. */
+    CHECK(mserver_open(&(struct mserver_config){.socket_spec = a.sock, .timeout = 5,
+                                                .max_sessions = 4, .cb = &msg_cbs},
+                       err, sizeof(err)) == NULL);
+
+    /* A socket file nobody listens on any more is replaced. */
+    struct stat st;
+    mserver_stop(a.srv);
+    pthread_join(a.t, NULL);
+    struct mserver *srv = a.srv;
+    CHECK_INT(mserver_close(&srv), 0);
+    CHECK(stat(a.sock, &st) < 0); /* its own file: removed at close */
+    int stale = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", a.sock);
+    CHECK(bind(stale, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    close(stale); /* a socket file with no listener */
+    b = mserver_open(&cfg, err, sizeof(err));
+    CHECKF(b != NULL, "%s", err);
+    mserver_close(&b);
+    unlink(a.sock);
+    rmdir(a.dir);
+}
+
 int main(void)
 {
     UNIT_RUN(test_macros);
+    UNIT_RUN(test_silence_between_packets);
+    UNIT_RUN(test_shutdown_with_sessions_in_flight);
+    UNIT_RUN(test_stop_and_reload_never_block);
+    UNIT_RUN(test_socket_not_stolen);
     return unit_summary();
 }

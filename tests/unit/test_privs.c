@@ -1,11 +1,15 @@
 /* Tests for common/privs.c: the unix socket is handed to the unprivileged
  * user and group whatever form its address took (a bare path once stayed
- * root:root, so Postfix could not connect), and root cannot be regained. */
+ * root:root, so Postfix could not connect), root cannot be regained, and the
+ * drop is refused when a thread already runs (it would have started as
+ * root). */
 #include "listener.h"
 #include "privs.h"
 #include "unit.h"
 
 #include <grp.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,9 +73,52 @@ static void test_refuses_root(void)
     CHECK(waitpid(pid, &wst, 0) == pid && WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
 }
 
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    pause();
+    return NULL;
+}
+
+/* privs_drop in a child, with a thread started first or not: 0 when it
+ * dropped to nobody, 1 when it refused naming the threads, 2 otherwise. */
+static int drop_in_child(bool with_thread)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        char err[256] = "";
+        pthread_t t;
+        if (with_thread && pthread_create(&t, NULL, sleeper, NULL) != 0)
+            _exit(3);
+        int rc = privs_drop("nobody", NULL, "nogroup", err, sizeof(err));
+        struct passwd *pw = getpwnam("nobody");
+        if (rc == 0 && pw != NULL && geteuid() == pw->pw_uid && getuid() == pw->pw_uid)
+            _exit(0);
+        if (rc < 0 && strstr(err, "threads run before privileges are dropped") != NULL)
+            _exit(1);
+        fprintf(stderr, "privs_drop: %d %s\n", rc, err);
+        _exit(2);
+    }
+    int st;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+        return -1;
+    return WEXITSTATUS(st);
+}
+
+static void test_refuses_with_threads(void)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "  skipped: needs root\n");
+        return;
+    }
+    CHECK_INT(drop_in_child(false), 0);
+    CHECK_INT(drop_in_child(true), 1);
+}
+
 int main(void)
 {
     UNIT_RUN(test_socket_handed_over);
     UNIT_RUN(test_refuses_root);
+    UNIT_RUN(test_refuses_with_threads);
     return unit_summary();
 }

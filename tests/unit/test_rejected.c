@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +43,9 @@ static int keep(struct rejected_store *s, const char *text, const char *qid, cha
                 size_t outlen)
 {
     struct rejected_spool sp;
+    rejected_spool_init(&sp);
     rejected_spool_begin(s, &sp);
-    CHECK(sp.fd >= 0);
+    CHECK(sp.on);
     rejected_spool_write(s, &sp, text, strlen(text));
     return rejected_keep(s, &sp, "dkim-verify", qid, out, outlen);
 }
@@ -88,21 +90,62 @@ static void test_keep_and_caps(void)
     huge[sizeof(huge) - 1] = '\0';
     CHECK_INT(keep(s, huge, "H", out, sizeof(out)), -1);
     CHECK_STR(out, "too large to keep");
-    /* A discarded spool leaves nothing behind. */
+    CHECK_INT(count_files("", &bytes), 1); /* only the reason directory */
+    rejected_close(&s);
+}
+
+/* A message that fits REJECTED_MEM_MAX is spooled in memory (no file for a
+ * message that passes); a larger one moves to an unnamed file; both are kept
+ * intact, and a discarded spool leaves nothing behind. */
+static void test_small_in_memory_large_on_disk(void)
+{
+    char err[256], out[512], path[1024];
+    unsigned long long bytes;
+    struct rejected_store *s =
+        rejected_open(dir, 10, 10 * REJECTED_MEM_MAX, getuid(), getgid(), err, sizeof(err));
+    CHECK(s != NULL);
+    if (s == NULL)
+        return;
     size_t before = count_files("dkim-verify", &bytes);
+    static char text[3 * REJECTED_MEM_MAX];
+    for (size_t i = 0; i < sizeof(text); i++)
+        text[i] = (char)('a' + i % 26);
+    static const size_t sizes[] = {1, 1000, REJECTED_MEM_MAX, REJECTED_MEM_MAX + 1,
+                                   3 * REJECTED_MEM_MAX};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t n = sizes[k];
+        bool small = n <= REJECTED_MEM_MAX;
+        struct rejected_spool sp;
+        rejected_spool_init(&sp);
+        rejected_spool_begin(s, &sp);
+        for (size_t o = 0; o < n; o += 1000)
+            rejected_spool_write(s, &sp, text + o, n - o < 1000 ? n - o : 1000);
+        CHECKF(small ? sp.fd == -1 : sp.fd >= 0, "%zu bytes: fd %d", n, sp.fd);
+        CHECK_INT(rejected_keep(s, &sp, "dkim-verify", "Q1", out, sizeof(out)), 0);
+        snprintf(path, sizeof(path), "%s/%s", dir, out);
+        size_t len;
+        char *got = unit_read_file(path, &len);
+        CHECKF(len == n && memcmp(got, text, n) == 0, "%zu bytes kept as %zu", n, len);
+        free(got);
+        unlink(path);
+    }
+    /* Discarded: from memory nothing was ever written; a file's descriptor
+     * is closed (an unnamed file is never in a listing). */
     struct rejected_spool sp;
+    rejected_spool_init(&sp);
     rejected_spool_begin(s, &sp);
-    rejected_spool_write(s, &sp, "z", 1);
+    rejected_spool_write(s, &sp, text, sizeof(text));
     int spool_fd = sp.fd;
     CHECK(spool_fd >= 0);
     rejected_spool_discard(&sp);
-    /* The unnamed file is never in a listing: that its descriptor is closed
-     * is what shows it is gone. */
     CHECK_INT(sp.fd, -1);
+    CHECK(sp.mem == NULL && !sp.on);
     errno = 0;
     CHECK(fcntl(spool_fd, F_GETFD) == -1 && errno == EBADF);
     CHECK_INT(count_files("dkim-verify", &bytes), before);
-    CHECK_INT(count_files("", &bytes), 1); /* only the reason directory */
+    /* Off (no store): nothing is spooled, keep says so. */
+    rejected_spool_begin(NULL, &sp);
+    CHECK(!sp.on);
     rejected_close(&s);
 }
 
@@ -120,6 +163,7 @@ int main(void)
         return 1;
     }
     UNIT_RUN(test_keep_and_caps);
+    UNIT_RUN(test_small_in_memory_large_on_disk);
     UNIT_RUN(test_bad_dir);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
