@@ -2,6 +2,9 @@
 #include "fdio.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 int fd_write_all(int fd, const void *data, size_t n)
@@ -19,6 +22,56 @@ int fd_write_all(int fd, const void *data, size_t n)
         }
         p += w;
         n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until fd has room, at most wait_ms and not past until_ms. */
+static int wait_room(int fd, int wait_ms, int64_t until_ms)
+{
+    for (;;) {
+        int64_t left = until_ms - mono_ms();
+        if (left > wait_ms)
+            left = wait_ms;
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int r = poll(&pfd, 1, left > 0 ? (int)left : 0);
+        if (r > 0)
+            return 0;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0)
+            errno = ETIMEDOUT;
+        return -1;
+    }
+}
+
+int fd_send_all(int fd, const void *data, size_t n, int wait_ms, int64_t until_ms)
+{
+    const char *p = data;
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (wait_room(fd, wait_ms, until_ms) < 0)
+                return -1;
+            continue;
+        }
+        if (w == 0)
+            errno = EIO;
+        return -1;
     }
     return 0;
 }

@@ -17,6 +17,8 @@
 #define TARGET "filtermail::transport"
 #define MAX_OPS (3 * MX_MAX_HOSTS + 2)
 
+_Static_assert(MX_MAX_ADDRS <= NETIO_HE_MAX_ADDRS, "every address of a host is tried");
+
 void deliver_helo_name(const char *mail_domain, char *out, size_t outlen)
 {
     unsigned char b[16];
@@ -203,7 +205,7 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
         *down_r = true;
         return HOST_NEXT;
     }
-    mx_addr_text(&addrs->sa[winner], addr, sizeof(addr));
+    netio_addr_text(&addrs->sa[winner], addr, sizeof(addr));
     struct conn c;
     conn_init(&c, fd, (int)cfg->transport_io_timeout * 1000, r->ctx->deadline);
     struct smtp_job job = {
@@ -240,10 +242,10 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
         if (https_failed)
             op(r, true, STATE_HTTPS_REFUSED, host, cfg->transport_https_port,
                r->ctx->now_unix + STATE_HTTPS_REFUSED_TIME);
-        if (c.ssl != NULL && key[0] != '\0') {
+        if (key[0] != '\0') {
             unsigned char *der;
             size_t len;
-            if (tls_session_export(c.ssl, &der, &len) == 0) {
+            if (tls_session_export(&c, &der, &len) == 0) {
                 session_store(r, key, der, len);
                 free(der);
             }
@@ -252,7 +254,7 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
     case SMTP_CONN_ERROR:
         /* Upstream: HTTPS is tried at once next time. */
         op(r, false, STATE_HTTPS_REFUSED, host, cfg->transport_https_port, 0);
-        if (u.used && c.ssl == NULL)
+        if (u.used && tls_conn_ssl(&c) == NULL)
             snprintf(last, lastlen, "4.7.5 TLS failure with %s[%s]: %s", host, addr, res->err);
         else
             snprintf(last, lastlen, "4.4.2 %s[%s]: %s", host, addr, res->err);

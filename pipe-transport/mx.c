@@ -235,15 +235,6 @@ void mx_resolve(struct dns_resolver *r, const char *host, uint16_t port, int tim
     dns_result_free(&aaaa);
 }
 
-void mx_addr_text(const struct sockaddr_storage *sa, char *out, size_t outlen)
-{
-    const void *p = sa->ss_family == AF_INET6
-                        ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
-                        : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
-    if (inet_ntop(sa->ss_family, p, out, (socklen_t)outlen) == NULL)
-        snprintf(out, outlen, "?");
-}
-
 void mx_tlsa_from_records(const struct dns_rr *rr, size_t n, struct mx_tlsa *out)
 {
     memset(out, 0, sizeof(*out));

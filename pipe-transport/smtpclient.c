@@ -135,7 +135,7 @@ void smtp_deliver(struct conn *c, const struct smtp_job *job, struct smtp_result
         snprintf(res->err, sizeof(res->err), "out of memory");
         goto out;
     }
-    smtp_reply_parser_init(p);
+    smtp_reply_parser_init(p, NULL);
 
     /* Greeting. */
     if (command(c, p, NULL, "(greeting)", r, res) < 0)
@@ -178,7 +178,7 @@ void smtp_deliver(struct conn *c, const struct smtp_job *job, struct smtp_result
             goto out;
         }
         res->tls = true;
-        smtp_reply_parser_init(p);
+        smtp_reply_parser_init(p, NULL);
         if (ehlo(c, p, job, &caps, res) < 0)
             goto out;
     }

@@ -1,5 +1,5 @@
 /* Tests for pipe-transport/smtpclient.c against a scripted server on a
- * socketpair, and for netio's Happy Eyeballs connect on loopback. */
+ * socketpair. */
 #include "netio.h"
 #include "smtpclient.h"
 #include "spool.h"
@@ -207,45 +207,6 @@ static void test_refusals(void)
     job_utf8 = false;
 }
 
-/* Sends "250 " and then one byte every 50 ms, never a line end. */
-static void *dripper(void *arg)
-{
-    int fd = *(int *)arg;
-    if (write(fd, "250 ", 4) != 4)
-        return NULL;
-    for (int i = 0; i < 100; i++) {
-        struct timespec pause = {.tv_nsec = 50 * 1000 * 1000};
-        nanosleep(&pause, NULL);
-        if (write(fd, "x", 1) != 1)
-            break;
-    }
-    return NULL;
-}
-
-/* The I/O timeout bounds a whole reply, not each read: a server dripping
- * bytes does not hold the delivery until its deadline. */
-static void test_reply_timeout(void)
-{
-    int sv[2];
-    pthread_t th;
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    fcntl(sv[0], F_SETFL, O_NONBLOCK);
-    CHECK(pthread_create(&th, NULL, dripper, &sv[1]) == 0);
-    struct conn c;
-    struct smtp_reply_parser p;
-    struct smtp_reply r;
-    smtp_reply_parser_init(&p);
-    conn_init(&c, sv[0], 400, netio_now_ms() + 10000);
-    int64_t t0 = netio_now_ms();
-    CHECK_INT(conn_read_reply(&c, &p, &r), -1);
-    int64_t took = netio_now_ms() - t0;
-    CHECKF(took >= 390 && took < 2000, "took %lld ms", (long long)took);
-    CHECKF(strstr(c.err, "no complete reply") != NULL, "%s", c.err);
-    conn_close(&c);
-    close(sv[1]);
-    pthread_join(th, NULL);
-}
-
 static void test_connection_loss(void)
 {
     struct smtp_result res;
@@ -263,67 +224,6 @@ static void test_connection_loss(void)
     CHECK(strstr(res.err, "malformed") != NULL);
 }
 
-/* Happy Eyeballs: a refused address, a silent one (full accept queue) and a
- * listening one; the listening one wins without waiting for the silent one. */
-static int listener(int backlog, struct sockaddr_storage *sa)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in in = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(in);
-    CHECK(bind(fd, (struct sockaddr *)&in, sizeof(in)) == 0);
-    CHECK(listen(fd, backlog) == 0);
-    CHECK(getsockname(fd, (struct sockaddr *)&in, &len) == 0);
-    memset(sa, 0, sizeof(*sa));
-    memcpy(sa, &in, sizeof(in));
-    return fd;
-}
-
-static void test_happy_eyeballs(void)
-{
-    struct sockaddr_storage sa[3];
-    char err[512];
-    size_t winner;
-    /* A port nobody listens on: refused at once. */
-    int tmp = listener(1, &sa[0]);
-    close(tmp);
-    /* A silent one: its accept queue is full, SYNs are dropped. */
-    int silent = listener(0, &sa[1]);
-    int fill[4];
-    for (int i = 0; i < 4; i++) {
-        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-        connect(fill[i], (struct sockaddr *)&sa[1], sizeof(struct sockaddr_in));
-    }
-    usleep(100000);
-    int good = listener(16, &sa[2]);
-    int64_t t0 = netio_now_ms();
-    int fd = netio_he_connect(sa, 3, 250, 5000, netio_now_ms() + 10000, &winner, err,
-                              sizeof(err));
-    int64_t took = netio_now_ms() - t0;
-    CHECK(fd >= 0);
-    CHECK_INT(winner, 2);
-    CHECKF(took >= 200 && took < 1500, "took %lld ms", (long long)took);
-    if (fd >= 0)
-        close(fd);
-    /* Only the refused and the silent: both fail, the silent after its time. */
-    t0 = netio_now_ms();
-    fd = netio_he_connect(sa, 2, 250, 600, netio_now_ms() + 10000, &winner, err, sizeof(err));
-    took = netio_now_ms() - t0;
-    CHECK(fd < 0);
-    CHECKF(strstr(err, "Connection refused") != NULL && strstr(err, "timed out") != NULL, "%s",
-           err);
-    CHECKF(took >= 500 && took < 2000, "took %lld ms", (long long)took);
-    /* The delivery deadline ends everything. */
-    t0 = netio_now_ms();
-    fd = netio_he_connect(&sa[1], 1, 250, 5000, netio_now_ms() + 300, &winner, err, sizeof(err));
-    CHECK(fd < 0 && netio_now_ms() - t0 < 1500);
-    fd = netio_he_connect(sa, 0, 250, 5000, netio_now_ms() + 300, &winner, err, sizeof(err));
-    CHECK(fd < 0);
-    for (int i = 0; i < 4; i++)
-        close(fill[i]);
-    close(silent);
-    close(good);
-}
-
 int main(void)
 {
     char err[256];
@@ -337,8 +237,6 @@ int main(void)
     UNIT_RUN(test_all_or_nothing);
     UNIT_RUN(test_refusals);
     UNIT_RUN(test_connection_loss);
-    UNIT_RUN(test_reply_timeout);
-    UNIT_RUN(test_happy_eyeballs);
     spool_close(&msg);
     return unit_summary();
 }
