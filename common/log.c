@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <syslog.h>
 #include <unistd.h>
 
 static const char *log_progname = "filtermail";
@@ -66,9 +67,36 @@ static const char *log_label(enum log_level level)
     return "?????";
 }
 
+static bool log_syslog;
+
+void log_to_syslog(const char *ident)
+{
+    openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+    log_syslog = true;
+}
+
+/* A line for syslog: its priority from the label it starts with. */
+static void log_syslog_line(const char *line, size_t len)
+{
+    static const struct {
+        const char *start;
+        int prio;
+    } prios[] = {{"[ERROR", LOG_ERR}, {"[WARN", LOG_WARNING}, {"[DEBUG", LOG_DEBUG},
+                 {"[TRACE", LOG_DEBUG}};
+    int prio = line[0] == '[' ? LOG_INFO : LOG_ERR; /* fatal() and panic() */
+    for (size_t i = 0; i < sizeof(prios) / sizeof(prios[0]); i++)
+        if (strncmp(line, prios[i].start, strlen(prios[i].start)) == 0)
+            prio = prios[i].prio;
+    syslog(prio, "%.*s", (int)(len > 0 && line[len - 1] == '\n' ? len - 1 : len), line);
+}
+
 /* Writes the whole line; a short write to a pipe is retried. */
 static void log_write(const char *line, size_t len)
 {
+    if (log_syslog) {
+        log_syslog_line(line, len);
+        return;
+    }
     while (len > 0) {
         ssize_t n = write(STDERR_FILENO, line, len);
         if (n <= 0)
