@@ -141,8 +141,8 @@ enum host_result { HOST_DONE, HOST_NEXT };
 /* SMTP to one host whose addresses are known. */
 static enum host_result try_smtp(struct run *r, const char *host, bool literal, bool mx_secure,
                                  const struct mx_addrs *addrs, bool https_failed,
-                                 struct outcome *out, struct deliver_report *rep, char *last,
-                                 size_t lastlen, bool *down_r)
+                                 struct outcome *out, struct deliver_report *rep,
+                                 struct attempts *at, bool *down_r)
 {
     const struct config *cfg = r->ctx->cfg;
     const struct envelope *env = r->env;
@@ -164,8 +164,8 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
             mx_tlsa_lookup(r->ctx->dns, host, port,
                            remaining(r, (int)cfg->dns_timeout * 1000), &tlsa);
             if (tlsa.status == MX_TLSA_TEMPFAIL) {
-                snprintf(last, lastlen, "4.7.5 TLSA lookup for %s failed: %s", host, tlsa.why);
-                log_warn(TARGET, "%s: %s", r->ctx->queue_id, last + 6);
+                attempts_note(at, "4.7.5", "TLSA lookup for %s failed: %s", host, tlsa.why);
+                log_warn(TARGET, "%s: %s", r->ctx->queue_id, at->text);
                 return HOST_NEXT;
             }
             if (tlsa.status == MX_TLSA_USABLE) {
@@ -199,7 +199,7 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
                               r->ctx->deadline, &winner, err, sizeof(err));
     if (fd < 0) {
         free(sess);
-        snprintf(last, lastlen, "4.4.1 connect to %s: %s", host, err);
+        attempts_note(at, "4.4.1", "connect to %s: %s", host, err);
         log_warn(TARGET, "%s: Connection error relaying to mail server %s: %s", r->ctx->queue_id,
                  host, err);
         *down_r = true;
@@ -255,11 +255,11 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
         /* Upstream: HTTPS is tried at once next time. */
         op(r, false, STATE_HTTPS_REFUSED, host, cfg->transport_https_port, 0);
         if (u.used && tls_conn_ssl(&c) == NULL)
-            snprintf(last, lastlen, "4.7.5 TLS failure with %s[%s]: %s", host, addr, res->err);
+            attempts_note(at, "4.7.5", "TLS failure with %s[%s]: %s", host, addr, res->err);
         else
-            snprintf(last, lastlen, "4.4.2 %s[%s]: %s", host, addr, res->err);
+            attempts_note(at, "4.4.2", "%s[%s]: %s", host, addr, res->err);
         log_warn(TARGET, "%s: Connection error relaying to mail server %s: %s", r->ctx->queue_id,
-                 host, last + 6);
+                 host, at->text);
         hr = HOST_NEXT;
         break;
     case SMTP_LOST_AFTER_DATA:
@@ -320,8 +320,7 @@ void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
     struct run r = {.ctx = ctx, .env = env, .msg = msg};
     const struct config *cfg = ctx->cfg;
     struct mx_result *mx = calloc(1, sizeof(*mx));
-    char last[700] = "";
-    size_t tried = 0, noaddr = 0, skipped = 0;
+    struct attempts at = {0};
     bool done = false;
 
     memset(rep, 0, sizeof(*rep));
@@ -367,15 +366,15 @@ void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
         struct mx_addrs addrs;
 
         if (remaining(&r, 1) <= 0) {
-            snprintf(last, sizeof(last), "4.4.7 delivery deadline of %u s reached",
-                     (unsigned)cfg->transport_deadline);
+            attempts_note(&at, "4.4.7", "delivery deadline of %u s reached",
+                          (unsigned)cfg->transport_deadline);
             break;
         }
         if (!literal && state_has(&r.table, STATE_DOWN, host, cfg->transport_smtp_port,
                                   ctx->now_unix)) {
             log_debug(TARGET, "%s: skipping %s: it failed to answer recently", ctx->queue_id,
                       host);
-            skipped++;
+            at.skipped++;
             continue;
         }
         if (literal) {
@@ -397,18 +396,17 @@ void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
             mx_resolve(ctx->dns, host, cfg->transport_smtp_port,
                        remaining(&r, (int)cfg->dns_timeout * 1000), &addrs);
             if (addrs.status == MX_ADDR_TEMPFAIL) {
-                snprintf(last, sizeof(last), "4.4.3 DNS resolution failed for %s: %s", host,
-                         addrs.why);
-                log_warn(TARGET, "%s: %s", ctx->queue_id, last + 6);
+                attempts_note(&at, "4.4.3", "DNS resolution failed for %s: %s", host, addrs.why);
+                log_warn(TARGET, "%s: %s", ctx->queue_id, at.text);
                 continue;
             }
             if (addrs.status == MX_ADDR_NONE) {
-                noaddr++;
-                snprintf(last, sizeof(last), "4.4.4 no address for %s", host);
+                at.noaddr++;
+                attempts_note(&at, "4.4.4", "no address for %s", host);
                 continue;
             }
         }
-        tried++;
+        at.tried++;
         bool verify = !literal && !env->underscore;
         bool https_failed = false;
         if (!literal && state_has(&r.table, STATE_HTTPS_REFUSED, host, cfg->transport_https_port,
@@ -424,7 +422,7 @@ void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
         }
         bool down = false;
         enum host_result hr = try_smtp(&r, host, literal, mx->secure, &addrs, https_failed, out,
-                                       rep, last, sizeof(last), &down);
+                                       rep, &at, &down);
         if (down && remaining(&r, 1) > 0)
             op(&r, true, STATE_DOWN, host, cfg->transport_smtp_port,
                ctx->now_unix + cfg->transport_down_time);
@@ -432,24 +430,8 @@ void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
             done = true;
     }
     if (!done) {
-        if (tried == 0 && noaddr > 0 && noaddr == mx->n) {
-            outcome_set(out, OUTCOME_BOUNCE, "5.4.4", "no address for the mail server%s of %s",
-                        mx->n > 1 ? "s" : "", env->domain);
-        } else if (tried == 0 && skipped > 0 && last[0] == '\0') {
-            outcome_set(out, OUTCOME_TEMPFAIL, "4.4.1",
-                        "every mail server of %s failed to answer in the last %u s; not tried "
-                        "again yet",
-                        env->domain, (unsigned)cfg->transport_down_time);
-        } else if (last[0] != '\0') {
-            char dsn[8];
-            snprintf(dsn, sizeof(dsn), "%.5s", last);
-            outcome_set(out, OUTCOME_TEMPFAIL, dsn,
-                        "Failed to connect to any mail server for %s; last attempt: %s",
-                        env->domain, last + 6);
-        } else {
-            outcome_set(out, OUTCOME_TEMPFAIL, "4.4.1", "no mail server to try for %s",
-                        env->domain);
-        }
+        at.hosts = mx->n;
+        outcome_from_attempts(out, &at, env->domain, cfg->transport_down_time);
     }
     if (ctx->settled != NULL)
         ctx->settled(out);
