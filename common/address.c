@@ -358,3 +358,49 @@ void address_from_domain(const char *from_value, char *out, size_t outlen)
     out[dlen] = '\0';
     address_lowercase(out);
 }
+
+bool address_path_ok(const char *v, size_t len)
+{
+    if (len == 0 || len > ADDRESS_PATH_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c < 0x21 || c > 0x7e || c == '<' || c == '>')
+            return false;
+    }
+    return true;
+}
+
+bool address_path_safe(const char *a, size_t max, size_t *len_r, bool *utf8_r)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)a; *p != '\0'; p++, n++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+        if (*p >= 0x80)
+            *utf8_r = true;
+    }
+    *len_r = n;
+    return n <= max;
+}
+
+bool address_domain_name_ok(const char *s)
+{
+    size_t label = 0, total = 0;
+    if (*s == '\0' || *s == '.')
+        return false;
+    for (const char *p = s; *p != '\0'; p++, total++) {
+        char c = *p;
+        if (c == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+            return false;
+        if (++label > 63)
+            return false;
+    }
+    return label > 0 && total <= 253;
+}

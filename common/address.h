@@ -44,6 +44,31 @@ int address_domain(const char *addr, enum address_domain_kind *kind_r, const cha
  * '@', and contains no '/'. */
 bool address_valid_mailbox(const char *addr);
 
+/* Envelope address checks: the one set every program uses.
+ *
+ * The longest envelope address taken from the network: RFC 5321's 256-octet
+ * path less the angle brackets. */
+#define ADDRESS_PATH_MAX 254
+
+/* For an address from an untrusted peer (mxdeliv's X-Mail-From/To): true
+ * when the len bytes of v may stand between the angle brackets of `MAIL
+ * FROM:<...>` or `RCPT TO:<...>` as they are: 1 to ADDRESS_PATH_MAX bytes of
+ * visible ASCII (0x21-0x7e) other than '<' and '>'. A NUL, space, control
+ * character or non-ASCII byte anywhere makes it false. */
+bool address_path_ok(const char *v, size_t len);
+
+/* For an address from Postfix's own queue (the transport's argv; it may be
+ * SMTPUTF8): true when the NUL-terminated a has no control character (below
+ * 0x20, or 0x7f) and at most max bytes. Sets *len_r to its length, and
+ * *utf8_r to true when it has a byte of 0x80 or above (else leaves it). */
+bool address_path_safe(const char *a, size_t max, size_t *len_r, bool *utf8_r);
+
+/* True when s is a domain name as mail is routed by: lowercase ASCII letters,
+ * digits, '-' and '_' (test deployments' names) in labels of 1 to 63 bytes,
+ * at most 253 bytes in all, no empty label, no final dot. An
+ * internationalised name must be given in its "xn--" form. */
+bool address_domain_name_ok(const char *s);
+
 /* Lowercases ASCII letters in place. */
 void address_lowercase(char *s);
 

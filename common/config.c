@@ -8,16 +8,16 @@
 #include "config.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "buf.h"
+#include "fileio.h"
+#include "listener.h"
 
 #define CONFIG_MAX_KEYS 1000
 
@@ -33,6 +33,7 @@ enum config_type {
     CT_LEVEL,       /* a log level */
     CT_FALLBACK,    /* local or defer */
     CT_LOG_SINK,    /* syslog, stderr or an absolute file path */
+    CT_SOCKET,      /* a listening socket address (listener.h) */
 };
 
 struct config_key {
@@ -40,48 +41,55 @@ struct config_key {
     enum config_type type;
     size_t offset;
     const char *def; /* NULL: required (mail_domain) or computed (mailboxes_dir) */
+    unsigned fixed;  /* the daemons (CONFIG_PROG_*) that read it only at start-up */
 };
 
-#define K(name, type, field, def) {name, type, offsetof(struct config, field), def}
+#define K(name, type, field, def) {name, type, offsetof(struct config, field), def, 0}
+/* A key that the daemons in `fixed` read only at start-up (config_reload). */
+#define KF(name, type, field, def, fixed)                                                          \
+    {name, type, offsetof(struct config, field), def, fixed}
+#define MILTER CONFIG_PROG_MILTER
+#define POLICYD CONFIG_PROG_POLICYD
+#define MXDELIV CONFIG_PROG_MXDELIV
 
 static const struct config_key config_keys[] = {
-    K("mail_domain", CT_STRING, mail_domain, NULL),
+    KF("mail_domain", CT_STRING, mail_domain, NULL, MILTER),
     K("mailboxes_dir", CT_STRING, mailboxes_dir, NULL),
-    K("filtermail_host", CT_HOST_IP, filtermail_host, "127.0.0.1"),
+    KF("filtermail_host", CT_HOST_IP, filtermail_host, "127.0.0.1", MXDELIV),
     K("filtermail_smtp_port", CT_PORT, filtermail_smtp_port, "10080"),
     K("filtermail_smtp_port_incoming", CT_PORT, filtermail_smtp_port_incoming, "10081"),
-    K("filtermail_http_port_incoming", CT_PORT, filtermail_http_port_incoming, "10082"),
+    KF("filtermail_http_port_incoming", CT_PORT, filtermail_http_port_incoming, "10082", MXDELIV),
     K("filtermail_lmtp_port_transport", CT_PORT, filtermail_lmtp_port_transport, "10083"),
-    K("postfix_host", CT_STRING, postfix_host, "127.0.0.1"),
+    KF("postfix_host", CT_STRING, postfix_host, "127.0.0.1", MXDELIV),
     K("postfix_reinject_port", CT_PORT, postfix_reinject_port, "10025"),
-    K("postfix_reinject_port_incoming", CT_PORT, postfix_reinject_port_incoming, "10026"),
+    KF("postfix_reinject_port_incoming", CT_PORT, postfix_reinject_port_incoming, "10026", MXDELIV),
     K("max_message_size", CT_U64, max_message_size, "31457280"),
     K("max_user_send_per_minute", CT_U32_NONZERO, max_user_send_per_minute, "60"),
     K("max_user_send_burst_size", CT_U32_NONZERO, max_user_send_burst_size, "10"),
     K("passthrough_senders", CT_LIST, passthrough_senders, ""),
     K("passthrough_recipients", CT_LIST, passthrough_recipients, ""),
-    K("filtermail_milter_socket", CT_STRING, milter_socket,
-      "unix:/var/spool/postfix/filtermail/milter.sock"),
+    KF("filtermail_milter_socket", CT_SOCKET, milter_socket,
+      "unix:/var/spool/postfix/filtermail/milter.sock", MILTER),
     K("filtermail_outgoing_daemon_names", CT_LIST, outgoing_daemon_names, "ORIGINATING"),
-    K("filtermail_user", CT_STRING, user, "filtermail"),
-    K("filtermail_socket_group", CT_STRING, socket_group, "postfix"),
-    K("filtermail_log_level", CT_LEVEL, log_level, "info"),
-    K("filtermail_dkim_sign", CT_BOOL, dkim_sign, "yes"),
-    K("filtermail_dkim_selector", CT_STRING, dkim_selector, "opendkim"),
-    K("filtermail_dkim_key", CT_STRING, dkim_key, "/etc/dkimkeys/opendkim.private"),
-    K("filtermail_rejected_dir", CT_OPTSTRING, rejected_dir, "/var/lib/filtermail/rejected"),
-    K("filtermail_rejected_max_files", CT_U32_NONZERO, rejected_max_files, "100"),
-    K("filtermail_rejected_max_bytes", CT_U64, rejected_max_bytes, "104857600"),
-    K("filtermail_unbound_config", CT_OPTSTRING, unbound_config, ""),
-    K("filtermail_trust_anchor", CT_STRING, trust_anchor, "/usr/share/dns/root.key"),
-    K("filtermail_dns_timeout", CT_U32_NONZERO, dns_timeout, "10"),
-    K("filtermail_policy_socket", CT_STRING, policy_socket,
-      "unix:/var/spool/postfix/filtermail/policy.sock"),
+    KF("filtermail_user", CT_STRING, user, "filtermail", MILTER | POLICYD | MXDELIV),
+    KF("filtermail_socket_group", CT_STRING, socket_group, "postfix", MILTER | POLICYD),
+    KF("filtermail_log_level", CT_LEVEL, log_level, "info", MILTER | POLICYD | MXDELIV),
+    KF("filtermail_dkim_sign", CT_BOOL, dkim_sign, "yes", MILTER),
+    KF("filtermail_dkim_selector", CT_STRING, dkim_selector, "opendkim", MILTER),
+    KF("filtermail_dkim_key", CT_STRING, dkim_key, "/etc/dkimkeys/opendkim.private", MILTER),
+    KF("filtermail_rejected_dir", CT_OPTSTRING, rejected_dir, "/var/lib/filtermail/rejected", MILTER),
+    KF("filtermail_rejected_max_files", CT_U32_NONZERO, rejected_max_files, "100", MILTER),
+    KF("filtermail_rejected_max_bytes", CT_U64, rejected_max_bytes, "104857600", MILTER),
+    KF("filtermail_unbound_config", CT_OPTSTRING, unbound_config, "", MILTER),
+    KF("filtermail_trust_anchor", CT_STRING, trust_anchor, "/usr/share/dns/root.key", MILTER),
+    KF("filtermail_dns_timeout", CT_U32_NONZERO, dns_timeout, "10", MILTER),
+    KF("filtermail_policy_socket", CT_SOCKET, policy_socket,
+      "unix:/var/spool/postfix/filtermail/policy.sock", POLICYD),
     K("filtermail_ratelimit_exempt", CT_LIST, ratelimit_exempt, ""),
-    K("filtermail_ratelimit_redis", CT_OPTSTRING, ratelimit_redis, ""),
-    K("filtermail_ratelimit_redis_fallback", CT_FALLBACK, ratelimit_redis_fallback, "local"),
-    K("filtermail_ratelimit_state", CT_OPTSTRING, ratelimit_state,
-      "/var/lib/filtermail/ratelimit.state"),
+    KF("filtermail_ratelimit_redis", CT_OPTSTRING, ratelimit_redis, "", POLICYD),
+    KF("filtermail_ratelimit_redis_fallback", CT_FALLBACK, ratelimit_redis_fallback, "local", POLICYD),
+    KF("filtermail_ratelimit_state", CT_OPTSTRING, ratelimit_state,
+      "/var/lib/filtermail/ratelimit.state", POLICYD),
     K("filtermail_transport_smtp_port", CT_PORT, transport_smtp_port, "25"),
     K("filtermail_transport_https_port", CT_PORT, transport_https_port, "443"),
     K("filtermail_tls_ca_file", CT_OPTSTRING, tls_ca_file, ""),
@@ -423,6 +431,13 @@ static int config_apply(struct config_reader *r, struct config *cfg, const struc
                 r, "invalid value for %s: %.200s (expected syslog, stderr or an absolute path)",
                 k->name, value);
         break;
+    case CT_SOCKET: {
+        struct listener_addr la;
+        char why[128];
+        if (listener_parse(value, &la, why, sizeof(why)) < 0)
+            return config_error(r, "invalid value for %s: %.200s (%s)", k->name, value, why);
+        break;
+    }
     case CT_HOST_IP: {
         unsigned char addr[16];
         if (inet_pton(AF_INET, value, addr) != 1 && inet_pton(AF_INET6, value, addr) != 1)
@@ -506,6 +521,7 @@ int config_parse(const char *text, size_t len, const char *origin, struct config
         config_error(&r, "out of memory");
         goto out;
     }
+    atomic_init(&cfg->refs, 1);
     for (size_t i = 0; i < NKEYS; i++) {
         const struct config_key *k = &config_keys[i];
         const char *value = config_lookup(&r, k->name);
@@ -543,63 +559,39 @@ out:
 int config_load(const char *path, struct config **cfg_r, char *err, size_t errlen)
 {
     struct config_reader r = {.err = err, .errlen = errlen, .origin = path};
-    struct stat st;
-    char *text;
-    size_t len = 0;
-    int fd, rc;
+    char *text, why[128];
+    size_t len;
+    int rc;
 
     *cfg_r = NULL;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return config_error(&r, "%s", strerror(errno));
-    if (fstat(fd, &st) < 0) {
-        int e = errno;
-        close(fd);
-        return config_error(&r, "%s", strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return config_error(&r, "not a regular file");
-    }
-    if (st.st_size > CONFIG_MAX_FILE_SIZE) {
-        close(fd);
-        return config_error(&r, "larger than %d bytes", CONFIG_MAX_FILE_SIZE);
-    }
-    text = malloc((size_t)st.st_size + 1);
-    if (text == NULL) {
-        close(fd);
-        return config_error(&r, "out of memory");
-    }
-    while (len < (size_t)st.st_size) {
-        ssize_t n = read(fd, text + len, (size_t)st.st_size - len);
-        if (n < 0) {
-            int e = errno;
-            free(text);
-            close(fd);
-            return config_error(&r, "%s", strerror(e));
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
+    if (fileio_read(AT_FDCWD, path, 0, CONFIG_MAX_FILE_SIZE, &text, &len, why, sizeof(why)) < 0)
+        return config_error(&r, "%s", why);
     rc = config_parse(text, len, path, cfg_r, err, errlen);
     free(text);
     return rc;
+}
+
+static const struct config_key *config_key_named(const char *name)
+{
+    for (size_t j = 0; j < NKEYS; j++)
+        if (strcmp(config_keys[j].name, name) == 0)
+            return &config_keys[j];
+    return NULL;
+}
+
+/* True when the type's field is a char * the config owns. */
+static bool config_type_is_text(enum config_type t)
+{
+    return t != CT_PORT && t != CT_U64 && t != CT_U32_NONZERO && t != CT_BOOL && t != CT_LIST;
 }
 
 static bool field_equal(const struct config_key *k, const struct config *a,
                         const struct config *b)
 {
     const void *x = (const char *)a + k->offset, *y = (const char *)b + k->offset;
-    switch (k->type) {
-    case CT_STRING:
-    case CT_OPTSTRING:
-    case CT_HOST_IP:
-    case CT_LEVEL:
-    case CT_FALLBACK:
-    case CT_LOG_SINK:
+    if (config_type_is_text(k->type))
         return strcmp(*(char *const *)x, *(char *const *)y) == 0;
+    switch (k->type) {
     case CT_PORT:
         return *(const uint16_t *)x == *(const uint16_t *)y;
     case CT_U64:
@@ -617,22 +609,164 @@ static bool field_equal(const struct config_key *k, const struct config *a,
                 return false;
         return true;
     }
+    default: /* text, above */
+        return false;
     }
-    return false;
 }
 
 const char *config_changed(const struct config *a, const struct config *b,
                            const char *const *keys)
 {
     for (size_t i = 0; keys[i] != NULL; i++) {
-        const struct config_key *k = NULL;
-        for (size_t j = 0; j < NKEYS && k == NULL; j++)
-            if (strcmp(config_keys[j].name, keys[i]) == 0)
-                k = &config_keys[j];
+        const struct config_key *k = config_key_named(keys[i]);
         if (k == NULL || !field_equal(k, a, b))
             return keys[i];
     }
     return NULL;
+}
+
+/* Frees field k of cfg. */
+static void config_free_field(struct config *cfg, const struct config_key *k)
+{
+    void *field = (char *)cfg + k->offset;
+    if (config_type_is_text(k->type)) {
+        free(*(char **)field);
+        *(char **)field = NULL;
+    } else if (k->type == CT_LIST) {
+        config_free_list(field);
+    }
+}
+
+/* Replaces field k of dst with a copy of src's. Returns 0 or -1 (memory). */
+static int config_copy_field(struct config *dst, const struct config *src,
+                             const struct config_key *k)
+{
+    void *to = (char *)dst + k->offset;
+    const void *from = (const char *)src + k->offset;
+
+    config_free_field(dst, k);
+    switch (k->type) {
+    case CT_PORT:
+        *(uint16_t *)to = *(const uint16_t *)from;
+        return 0;
+    case CT_U64:
+        *(uint64_t *)to = *(const uint64_t *)from;
+        return 0;
+    case CT_U32_NONZERO:
+        *(uint32_t *)to = *(const uint32_t *)from;
+        return 0;
+    case CT_BOOL:
+        *(bool *)to = *(const bool *)from;
+        return 0;
+    case CT_LIST: {
+        const struct config_list *l = from;
+        struct config_list *m = to;
+        if (l->n == 0)
+            return 0;
+        m->items = calloc(l->n, sizeof(char *));
+        if (m->items == NULL)
+            return -1;
+        for (; m->n < l->n; m->n++)
+            if ((m->items[m->n] = strdup(l->items[m->n])) == NULL)
+                return -1;
+        return 0;
+    }
+    default:
+        *(char **)to = strdup(*(char *const *)from);
+        return *(char **)to == NULL ? -1 : 0;
+    }
+}
+
+static bool config_in(const char *name, const char *const *names)
+{
+    for (size_t i = 0; names != NULL && names[i] != NULL; i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
+}
+
+int config_reload(const char *path, const struct config *running, enum config_program prog,
+                  const char *const *extra_fixed, struct config **new_r,
+                  const char **restart_key_r, char *err, size_t errlen)
+{
+    struct config *n;
+
+    *new_r = NULL;
+    *restart_key_r = NULL;
+    if (config_load(path, &n, err, errlen) < 0)
+        return -1;
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct config_key *k = &config_keys[i];
+        if (!(k->fixed & prog) && !config_in(k->name, extra_fixed))
+            continue;
+        if (*restart_key_r == NULL && !field_equal(k, running, n))
+            *restart_key_r = k->name;
+        if (config_copy_field(n, running, k) < 0) {
+            config_free(&n);
+            snprintf(err, errlen, "%s: out of memory", path);
+            return -1;
+        }
+    }
+    *new_r = n;
+    return 0;
+}
+
+const struct config *config_ref(const struct config *c)
+{
+    atomic_fetch_add(&((struct config *)c)->refs, 1);
+    return c;
+}
+
+void config_release(const struct config **cfg)
+{
+    struct config *c = (struct config *)*cfg;
+    config_free(&c);
+    *cfg = NULL;
+}
+
+struct config_live {
+    pthread_mutex_t lock;
+    struct config *cur;
+};
+
+struct config_live *config_live_new(struct config *c)
+{
+    struct config_live *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return NULL;
+    pthread_mutex_init(&l->lock, NULL);
+    l->cur = c;
+    return l;
+}
+
+const struct config *config_live_get(struct config_live *l)
+{
+    const struct config *c;
+    pthread_mutex_lock(&l->lock);
+    c = config_ref(l->cur);
+    pthread_mutex_unlock(&l->lock);
+    return c;
+}
+
+void config_live_set(struct config_live *l, struct config *c)
+{
+    struct config *old;
+    pthread_mutex_lock(&l->lock);
+    old = l->cur;
+    l->cur = c;
+    pthread_mutex_unlock(&l->lock);
+    config_free(&old);
+}
+
+void config_live_free(struct config_live **lp)
+{
+    struct config_live *l = *lp;
+    if (l == NULL)
+        return;
+    config_free(&l->cur);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+    *lp = NULL;
 }
 
 void config_free(struct config **cfgp)
@@ -640,24 +774,10 @@ void config_free(struct config **cfgp)
     struct config *cfg = *cfgp;
     if (cfg == NULL)
         return;
-    for (size_t i = 0; i < NKEYS; i++) {
-        void *field = (char *)cfg + config_keys[i].offset;
-        switch (config_keys[i].type) {
-        case CT_STRING:
-        case CT_OPTSTRING:
-        case CT_HOST_IP:
-        case CT_LEVEL:
-        case CT_FALLBACK:
-        case CT_LOG_SINK:
-            free(*(char **)field);
-            break;
-        case CT_LIST:
-            config_free_list(field);
-            break;
-        default:
-            break;
-        }
-    }
-    free(cfg);
     *cfgp = NULL;
+    if (atomic_fetch_sub(&cfg->refs, 1) > 1)
+        return;
+    for (size_t i = 0; i < NKEYS; i++)
+        config_free_field(cfg, &config_keys[i]);
+    free(cfg);
 }

@@ -9,11 +9,15 @@
  * other lines are ignored. The file must be UTF-8.
  *
  * Every program loads the same file through config_load(); the struct is
- * immutable afterwards and may be shared by threads.
+ * immutable afterwards and may be shared by threads. It is reference-counted:
+ * a reload (config_reload) makes a new one that replaces the running one
+ * whole, and each user of the old one lets go of it when done with it, so
+ * any number of reloads keeps at most the configurations still in use.
  */
 #ifndef FILTERMAIL_CONFIG_H
 #define FILTERMAIL_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -85,6 +89,15 @@ struct config {
     uint32_t transport_https_timeout;        /* filtermail_transport_https_timeout, s: 60 */
     uint32_t transport_deadline;             /* filtermail_transport_deadline, s: 600 */
     uint32_t transport_down_time;            /* filtermail_transport_down_time, s: 300 */
+
+    atomic_uint refs; /* private: config_ref(), config_free() */
+};
+
+/* The daemons, for which keys each may change at run time. */
+enum config_program {
+    CONFIG_PROG_MILTER = 1u << 0,
+    CONFIG_PROG_POLICYD = 1u << 1,
+    CONFIG_PROG_MXDELIV = 1u << 2,
 };
 
 /* Reads and checks the file at path. Returns 0 and a new config in *cfg_r, or
@@ -97,16 +110,56 @@ int config_load(const char *path, struct config **cfg_r, char *err, size_t errle
 int config_parse(const char *text, size_t len, const char *origin, struct config **cfg_r,
                  char *err, size_t errlen);
 
-/* Frees the config and sets *cfg to NULL. NULL-safe. */
+/* Drops one reference and sets *cfg to NULL; the last frees the config.
+ * NULL-safe; thread-safe. */
 void config_free(struct config **cfg);
 
-/* True when item is in the list (exact, case-sensitive comparison). */
+/* Takes another reference to c (thread-safe); returns c. Each is dropped
+ * with config_release (or config_free). */
+const struct config *config_ref(const struct config *c);
+
+/* config_free for a const pointer (a reference taken with config_ref). */
+void config_release(const struct config **cfg);
+
+/* SIGHUP: reads path again for the daemon prog (one CONFIG_PROG_*) while
+ * running is in use. A file that does not load returns -1 with the message
+ * in err (the caller logs "Failed to reload config: <err> (keeping the
+ * running configuration)"). Otherwise returns 0 with a new configuration in
+ * *new_r: the file's values for the keys prog may change at run time, and
+ * running's values for the keys it reads only at start-up (the key table in
+ * config.c says which) and for the NULL-terminated extra_fixed (keys fixed
+ * for this run only; may be NULL). *restart_key_r is the first of those
+ * whose value in the file differs (for "... changed ...: takes effect at the
+ * next restart"), or NULL. Thread-safe. */
+int config_reload(const char *path, const struct config *running, enum config_program prog,
+                  const char *const *extra_fixed, struct config **new_r,
+                  const char **restart_key_r, char *err, size_t errlen);
+
+/* The running configuration of a threaded daemon: readers take a reference
+ * to the current one, a reload replaces it whole. */
+struct config_live;
+
+/* Takes over the caller's reference to c. NULL when out of memory. */
+struct config_live *config_live_new(struct config *c);
+
+/* The current configuration, with a reference for the caller to release
+ * (config_release). Thread-safe. */
+const struct config *config_live_get(struct config_live *l);
+
+/* Makes c (whose reference it takes over) the current configuration and
+ * drops the live holder's reference to the previous one. Thread-safe. */
+void config_live_set(struct config_live *l, struct config *c);
+
+/* Drops the current configuration and frees the holder; sets *l to NULL. */
+void config_live_free(struct config_live **l);
+
 /* The first of the NULL-terminated key names whose values differ between a
  * and b, or NULL when they are all equal (a reload uses it to name the
  * settings that need a restart). An unknown name is returned as differing. */
 const char *config_changed(const struct config *a, const struct config *b,
                            const char *const *keys);
 
+/* True when item is in the list (exact, case-sensitive comparison). */
 bool config_list_has(const struct config_list *l, const char *item);
 
 #endif

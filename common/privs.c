@@ -9,13 +9,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *privs_socket_path(const char *spec)
+#include "listener.h"
+
+/* The path of a unix socket in any form the listener accepts, or NULL. */
+static const char *privs_socket_path(const char *spec, struct listener_addr *a)
 {
-    if (strncmp(spec, "unix:", 5) == 0)
-        return spec + 5;
-    if (strncmp(spec, "local:", 6) == 0)
-        return spec + 6;
-    return NULL;
+    char err[128];
+    if (listener_parse(spec, a, err, sizeof(err)) < 0 || !a->is_unix)
+        return NULL;
+    return a->path;
 }
 
 int privs_drop(const char *user, const char *socket_spec, const char *group, char *err,
@@ -23,6 +25,7 @@ int privs_drop(const char *user, const char *socket_spec, const char *group, cha
 {
     struct passwd *pw;
     struct group *gr;
+    struct listener_addr addr;
     const char *path;
     gid_t sock_gid;
 
@@ -43,7 +46,7 @@ int privs_drop(const char *user, const char *socket_spec, const char *group, cha
         return -1;
     }
     sock_gid = gr->gr_gid;
-    path = socket_spec != NULL ? privs_socket_path(socket_spec) : NULL;
+    path = socket_spec != NULL ? privs_socket_path(socket_spec, &addr) : NULL;
     if (path != NULL) {
         if (chown(path, pw->pw_uid, sock_gid) < 0 || chmod(path, 0660) < 0) {
             snprintf(err, errlen, "cannot give socket %s to %s:%s: %s", path, user, group,

@@ -7,9 +7,10 @@
 
 #include <stddef.h>
 
-/* When running as root: gives the unix socket named by socket_spec ("unix:" or
- * "local:" + path; other specs are left alone) to user and group with mode
- * 0660, then switches to user (setgroups, setresgid, setresuid) and checks that
+/* When running as root: gives the unix socket named by socket_spec (in any
+ * form listener_parse() accepts: "unix:/path", "local:/path" or a bare path;
+ * TCP sockets and NULL are left alone) to user and group with mode 0660,
+ * then switches to user (setgroups, setresgid, setresuid) and checks that
  * root cannot be regained. When not root, does nothing (the service manager
  * already chose the user). Returns 0, or -1 with a message in err. */
 int privs_drop(const char *user, const char *socket_spec, const char *group, char *err,

@@ -1,38 +1,19 @@
 /* filtermail-mxdeliv: receives /mxdeliv POSTs from other chatmail relays
  * (behind nginx, which terminates TLS) and hands each to Postfix over SMTP.
  *
- * This file only wires libmicrohttpd to the pure parts: the request headers
- * become the envelope (request.c), the body is checked as it streams by
- * (request.c) and passed on at once to the DATA of an SMTP session with
- * Postfix's reinjection smtpd (reinject.c), which runs filtermail-milter in
- * the incoming direction. So every check (encryption, DKIM, size, envelope
- * rewrite) happens in one place, and the HTTP answer is Postfix's: 200 `250 OK`
- * when it queued the message, 400 (413 for 552) with its reply when it
- * refused, 503 with a 4xx reply when it could not take the message now.
- *
- * Streaming, not spooling: the SMTP session is opened when the request
- * headers are in (so a refused recipient or an unreachable Postfix is answered
- * before the body is read), and each body chunk is written to it as it
- * arrives, through a 64 KiB buffer; nothing holds a whole message. A body
- * found invalid, or a client gone before the end, only costs an SMTP session
- * closed without its final dot: Postfix discards the message. Slow clients
- * are nginx's business (it buffers requests before passing them on). On a
- * direct connection the idle timeout bounds each pause and REQUEST_DEADLINE
- * the body from the end of the headers on; headers sent a byte at a time
- * are bounded only by the idle timeout, so the listener belongs on loopback
- * behind nginx (the default filtermail_host).
+ * Wiring only: the configuration and its reloads, the listening socket, the
+ * privilege drop, libmicrohttpd's daemon and the signals. Each request is
+ * http.c's, the checks request.c's, the SMTP session reinject.c's.
  *
  * libmicrohttpd runs one thread per connection (at most MAX_CONNECTIONS), so
- * the blocking SMTP client holds up nothing but its own request. Nothing
- * here is global except the immutable configuration.
+ * the blocking SMTP client holds up nothing but its own request. Slow clients
+ * are nginx's business (it buffers requests before passing them on); headers
+ * sent a byte at a time are bounded only by the idle timeout, so the
+ * listener belongs on loopback behind nginx (the default filtermail_host).
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,11 +24,12 @@
 #include <microhttpd.h>
 
 #include "config.h"
+#include "http.h"
+#include "listener.h"
 #include "log.h"
 #include "privs.h"
-#include "sdnotify.h"
 #include "reinject.h"
-#include "request.h"
+#include "sdnotify.h"
 
 #define TARGET "filtermail::mxdeliv"
 
@@ -56,369 +38,12 @@
 #define MAX_CONNECTIONS 512
 /* Seconds a connection may stay idle: between requests, or within one. */
 #define IDLE_TIMEOUT 60
-/* The longest a request's body may take to arrive, in seconds. */
-#define REQUEST_DEADLINE 600
 /* Per connection: request line, headers (up to REQUEST_MAX_RCPTS
  * X-Mail-To headers) and the read buffer. */
 #define CONNECTION_MEMORY (256 * 1024)
 #define THREAD_STACK (1024 * 1024)
-/* Each connect, read and write towards Postfix (spec 3.5). */
-#define SMTP_TIMEOUT_MS 60000
 
-static const struct config *cfg;
-/* max_message_size, the one setting SIGHUP changes while serving. */
-static _Atomic uint64_t max_size;
-static struct reinject_config smtp_cfg;
-static char helo[INET6_ADDRSTRLEN + 8];
-
-/* One request. */
-struct req {
-    struct request_envelope env;
-    struct request_body body;
-    struct reinject *smtp;       /* open while the body streams to Postfix */
-    struct reinject_reply reply; /* a failure that decided the answer */
-    bool failed;                 /* reply holds it; the body is still read */
-    bool answered;
-    struct timespec start;
-    char peer[160]; /* for the log: the client, as nginx says, and the socket peer */
-};
-
-static double elapsed(const struct req *r)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - r->start.tv_sec) + (now.tv_nsec - r->start.tv_nsec) / 1e9;
-}
-
-/* "203.0.113.5 via 127.0.0.1" when nginx passed X-Real-IP (only nginx can
- * reach the loopback listener), else the socket peer. Only for the log. */
-static void peer_name(struct MHD_Connection *c, char *out, size_t outlen)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
-    const char *real = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Real-IP");
-    char addr[INET6_ADDRSTRLEN] = "?", esc[64];
-
-    if (sa != NULL && sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof(addr));
-    else if (sa != NULL && sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof(addr));
-    if (real != NULL && real[0] != '\0') {
-        log_escape(esc, sizeof(esc), real, strlen(real), 45);
-        snprintf(out, outlen, "%s via %s", esc, addr);
-    } else {
-        snprintf(out, outlen, "%s", addr);
-    }
-}
-
-/* Queues the answer: the status and the SMTP reply text as the body (no
- * Content-Type, as upstream). */
-static enum MHD_Result answer(struct MHD_Connection *c, struct req *r, unsigned status,
-                              const char *text)
-{
-    struct MHD_Response *resp;
-    enum MHD_Result rc;
-
-    r->answered = true;
-    resp = MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
-    if (resp == NULL)
-        return MHD_NO;
-    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, MHD_HTTP_METHOD_POST);
-    rc = MHD_queue_response(c, status, resp);
-    MHD_destroy_response(resp);
-    return rc;
-}
-
-/* Answers with an SMTP reply, and logs it once. */
-static enum MHD_Result answer_reply(struct MHD_Connection *c, struct req *r, const char *text,
-                                    const char *detail)
-{
-    int code = request_reply_code(text);
-    unsigned status = request_http_status(code);
-    char esc[200];
-
-    log_escape(esc, sizeof(esc), r->env.sender, strlen(r->env.sender), 100);
-    if (status == 503)
-        log_warn(TARGET, "Failed to reinject mail: %s (%s; from %s, sender <%s>)", text,
-                 detail != NULL && detail[0] ? detail : "temporary failure", r->peer, esc);
-    else
-        log_info(TARGET, "(HTTP) %u %s (from %s, sender <%s>, %zu recipients, %llu bytes)", status,
-                 text, r->peer, esc, r->env.nrcpts, (unsigned long long)r->body.size);
-    return answer(c, r, status, text);
-}
-
-/* The line for an accepted message: Postfix's reply names the queue id. */
-static void log_accepted(const struct req *r)
-{
-    char esc[200];
-
-    log_escape(esc, sizeof(esc), r->env.sender, strlen(r->env.sender), 100);
-    log_info(TARGET,
-             "(HTTP) 200 250 OK (from %s, sender <%s>, %zu recipients, %llu bytes; "
-             "Postfix: %s) in %.3f s",
-             r->peer, esc, r->env.nrcpts, (unsigned long long)r->body.size, r->reply.text,
-             elapsed(r));
-}
-
-static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      size_t key_size, const char *value, size_t value_size)
-{
-    struct req *r = cls;
-    (void)kind;
-    (void)key_size;
-    request_envelope_header(&r->env, key, value != NULL ? value : "",
-                            value != NULL ? value_size : 0);
-    return MHD_YES;
-}
-
-/* The first call, with the headers in: method, envelope, declared size,
- * then the SMTP session up to DATA. */
-static enum MHD_Result on_headers(struct MHD_Connection *c, struct req *r, const char *method)
-{
-    const char *cl;
-    char esc[300];
-
-    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
-        log_escape(esc, sizeof(esc), method, strlen(method), 20);
-        log_info(TARGET, "(HTTP) 405 %s from %s", esc, r->peer);
-        return answer(c, r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method Not Allowed");
-    }
-    MHD_get_connection_values_n(c, MHD_HEADER_KIND, collect_header, r);
-    if (r->env.error != NULL)
-        return answer_reply(c, r, r->env.error, NULL);
-
-    /* A declared size over the limit is refused before a byte of the body
-     * is read (libmicrohttpd already checked the header's syntax). */
-    cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl != NULL) {
-        errno = 0;
-        char *end;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (errno != 0 || end == cl || n > atomic_load(&max_size)) {
-            r->body.size = errno == 0 && end != cl ? n : UINT64_MAX;
-            return answer_reply(c, r, REQUEST_REPLY_TOO_BIG, NULL);
-        }
-    }
-
-    log_escape(esc, sizeof(esc), r->env.sender, strlen(r->env.sender), 260);
-    log_debug(TARGET, "(HTTP) MAIL FROM:<%s>", esc);
-    for (size_t i = 0; i < r->env.nrcpts; i++) {
-        log_escape(esc, sizeof(esc), r->env.rcpts[i], strlen(r->env.rcpts[i]), 260);
-        log_debug(TARGET, "(HTTP) RCPT TO:<%s>", esc);
-    }
-    if (r->env.nrcpts == 0)
-        return MHD_YES; /* read and check the body, then drop it (spec Q11) */
-    if (reinject_open(&smtp_cfg, &r->smtp, &r->reply) < 0 ||
-        reinject_envelope(r->smtp, r->env.sender, r->env.rcpts, r->env.nrcpts, &r->reply) < 0) {
-        reinject_close(&r->smtp);
-        return answer_reply(c, r, r->reply.text, r->reply.detail);
-    }
-    return MHD_YES;
-}
-
-/* A chunked body passed the limit: libmicrohttpd cannot answer in the middle
- * of a body, so the answer is written here, on this connection's own thread
- * (nothing else writes to the socket now), and the connection is closed
- * without reading further. */
-static enum MHD_Result refuse_oversize_chunked(struct MHD_Connection *c, struct req *r)
-{
-    static const char resp[] = "HTTP/1.1 413 Content Too Large\r\n"
-                               "Connection: close\r\n"
-                               "Content-Length: 32\r\n\r\n" REQUEST_REPLY_TOO_BIG;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-
-    log_info(TARGET, "(HTTP) 413 %s (from %s, chunked body over %llu bytes)", REQUEST_REPLY_TOO_BIG,
-             r->peer, (unsigned long long)atomic_load(&max_size));
-    r->answered = true;
-    if (ci != NULL) {
-        (void)send(ci->connect_fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)shutdown(ci->connect_fd, SHUT_WR);
-    }
-    return MHD_NO;
-}
-
-/* A piece of the body: checked, and what is proven harmless goes to Postfix. */
-static enum MHD_Result on_body(struct MHD_Connection *c, struct req *r, const char *p, size_t n)
-{
-    struct request_body_out out;
-    enum request_body_status st;
-
-    if (elapsed(r) > REQUEST_DEADLINE) {
-        log_warn(TARGET, "request from %s took longer than %d s; closing", r->peer,
-                 REQUEST_DEADLINE);
-        return MHD_NO;
-    }
-    st = request_body_push(&r->body, p, n, &out);
-    if (st == REQUEST_BODY_TOO_BIG) {
-        reinject_close(&r->smtp);
-        return refuse_oversize_chunked(c, r);
-    }
-    if (r->smtp == NULL)
-        return MHD_YES;
-    if (st != REQUEST_BODY_OK) {
-        /* Closed without a final dot: Postfix discards what it got. */
-        reinject_close(&r->smtp);
-        return MHD_YES;
-    }
-    if ((out.held_len > 0 && reinject_write(r->smtp, out.held, out.held_len, &r->reply) < 0) ||
-        (out.len > 0 && reinject_write(r->smtp, p, out.len, &r->reply) < 0)) {
-        reinject_close(&r->smtp);
-        r->failed = true;
-    }
-    return MHD_YES;
-}
-
-/* The body is complete: the verdict. */
-static enum MHD_Result on_end(struct MHD_Connection *c, struct req *r)
-{
-    switch (request_body_finish(&r->body)) {
-    case REQUEST_BODY_TOO_BIG:
-        reinject_close(&r->smtp);
-        return answer_reply(c, r, REQUEST_REPLY_TOO_BIG, NULL);
-    case REQUEST_BODY_INVALID:
-        reinject_close(&r->smtp);
-        return answer_reply(c, r, REQUEST_REPLY_INVALID_DATA, NULL);
-    case REQUEST_BODY_OK:
-        break;
-    }
-    if (r->failed)
-        return answer_reply(c, r, r->reply.text, r->reply.detail);
-    if (r->env.nrcpts == 0) {
-        log_warn(TARGET, "Dropping mail; All recipients disabled.");
-        return answer_reply(c, r, REQUEST_REPLY_OK, NULL);
-    }
-    if (r->smtp == NULL) /* cannot happen: every way of closing it decided the answer */
-        return answer_reply(c, r, "451 I/O error", "no SMTP session at the end of the body");
-    if (reinject_finish(r->smtp, &r->reply) < 0) {
-        reinject_close(&r->smtp);
-        return answer_reply(c, r, r->reply.text, r->reply.detail);
-    }
-    reinject_close(&r->smtp);
-    log_accepted(r);
-    return answer(c, r, MHD_HTTP_OK, REQUEST_REPLY_OK);
-}
-
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version, const char *upload,
-                                  size_t *upload_size, void **req_cls)
-{
-    struct req *r = *req_cls;
-    (void)cls;
-    (void)url; /* any path: nginx forwards /mxdeliv only (spec 6.8) */
-    (void)version;
-
-    if (r == NULL) {
-        r = calloc(1, sizeof(*r));
-        if (r == NULL)
-            return MHD_NO;
-        *req_cls = r;
-        request_envelope_init(&r->env);
-        request_body_init(&r->body, atomic_load(&max_size));
-        clock_gettime(CLOCK_MONOTONIC, &r->start);
-        peer_name(c, r->peer, sizeof(r->peer));
-        return on_headers(c, r, method);
-    }
-    if (r->answered) {
-        /* Answered at the headers: libmicrohttpd discards the body. */
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    if (*upload_size > 0) {
-        size_t n = *upload_size;
-        *upload_size = 0;
-        return on_body(c, r, upload, n);
-    }
-    return on_end(c, r);
-}
-
-static const char *termination(enum MHD_RequestTerminationCode why)
-{
-    switch (why) {
-    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED:
-        return "timeout";
-    case MHD_REQUEST_TERMINATED_CLIENT_ABORT:
-        return "client gone";
-    case MHD_REQUEST_TERMINATED_WITH_ERROR:
-        return "closed";
-    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN:
-        return "shutdown";
-    default:
-        return "error";
-    }
-}
-
-/* The end of every request, answered or not: a session still open means the
- * body never ended, and closing it makes Postfix discard the message. */
-static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
-                         enum MHD_RequestTerminationCode why)
-{
-    struct req *r = *req_cls;
-    (void)cls;
-    (void)c;
-
-    if (r == NULL)
-        return;
-    if (!r->answered)
-        log_warn(TARGET, "request from %s ended before its answer was sent (%s)%s", r->peer,
-                 termination(why), r->smtp != NULL ? "; message discarded" : "");
-    reinject_close(&r->smtp);
-    request_envelope_free(&r->env);
-    free(r);
-    *req_cls = NULL;
-}
-
-__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    char msg[512];
-    size_t n;
-    (void)cls;
-
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    n = strlen(msg);
-    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-        msg[--n] = '\0';
-    /* Reaching the connection limit matters to the operator; the rest
-     * (clients closing early, our own refusals) is detail. */
-    if (strstr(msg, "limit") != NULL)
-        log_warn(TARGET, "libmicrohttpd: %s", msg);
-    else
-        log_debug(TARGET, "libmicrohttpd: %s", msg);
-}
-
-/* The listening socket on filtermail_host:filtermail_http_port_incoming. */
-static int listen_on(const char *host, uint16_t port, char *err, size_t errlen)
-{
-    struct sockaddr_storage ss;
-    socklen_t len;
-    int fd, one = 1;
-
-    memset(&ss, 0, sizeof(ss));
-    if (inet_pton(AF_INET, host, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
-        ((struct sockaddr_in *)&ss)->sin_family = AF_INET;
-        ((struct sockaddr_in *)&ss)->sin_port = htons(port);
-        len = sizeof(struct sockaddr_in);
-    } else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
-        ((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
-        len = sizeof(struct sockaddr_in6);
-    } else {
-        snprintf(err, errlen, "filtermail_host %s is not an IP address", host);
-        return -1;
-    }
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 511) < 0) {
-        snprintf(err, errlen, "cannot listen on %s port %u: %s", host, (unsigned)port,
-                 strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
-}
+static struct http_context ctx;
 
 static void usage(const char *argv0)
 {
@@ -428,39 +53,43 @@ static void usage(const char *argv0)
 
 /* SIGHUP: max_message_size applies to the next requests; the other settings
  * (addresses, ports, user, log level) need a restart, which is logged. A file
- * that does not load keeps the running configuration. */
+ * that does not load keeps the running configuration. Requests under way
+ * keep the configuration they started with. */
 static void reload_config(const char *path)
 {
     char err[1024];
     struct config *n;
+    const struct config *cur = config_live_get(ctx.live);
+    const char *restart;
 
-    if (config_load(path, &n, err, sizeof(err)) < 0) {
+    if (config_reload(path, cur, CONFIG_PROG_MXDELIV, NULL, &n, &restart, err, sizeof(err)) < 0) {
         log_err("filtermail", "Failed to reload config: %s (keeping the running configuration)",
                 err);
+        config_release(&cur);
         return;
     }
-    static const char *const fixed[] = {
-        "filtermail_host", "filtermail_http_port_incoming", "postfix_host",
-        "postfix_reinject_port_incoming", "filtermail_user", "filtermail_log_level", NULL,
-    };
-    const char *changed = config_changed(cfg, n, fixed);
-    if (changed != NULL)
-        log_warn("filtermail", "%s (and the other start-up settings) changed in %s: takes "
-                 "effect at the next restart", changed, path);
-    max_size = n->max_message_size;
+    config_release(&cur);
+    if (restart != NULL)
+        log_warn("filtermail",
+                 "%s (and the other start-up settings) changed in %s: takes "
+                 "effect at the next restart",
+                 restart, path);
     log_info("filtermail", "configuration reloaded from %s: max_message_size %llu", path,
              (unsigned long long)n->max_message_size);
-    config_free(&n);
+    config_live_set(ctx.live, n);
 }
 
 int main(int argc, char **argv)
 {
     char err[1024];
     struct config *c;
+    const struct config *cfg;
     struct MHD_Daemon *d;
     sigset_t sigs;
     unsigned idle = IDLE_TIMEOUT;
-    int fd, opt, sig;
+    struct listener_addr laddr;
+    struct listener lsn;
+    int opt, sig;
 
     if (argc == 2 && strcmp(argv[1], "-V") == 0) {
         printf("filtermail-mxdeliv %s\n", FILTERMAIL_VERSION);
@@ -493,17 +122,19 @@ int main(int argc, char **argv)
         return 1;
     }
     cfg = c;
-    max_size = cfg->max_message_size;
     log_init(argv[0], cfg->log_level);
+    ctx.live = config_live_new(c); /* owns c from here on */
+    if (ctx.live == NULL) {
+        fprintf(stderr, "Server error: out of memory\n");
+        return 1;
+    }
 
-    reinject_helo_name(cfg->filtermail_host, helo, sizeof(helo));
-    smtp_cfg = (struct reinject_config){.host = cfg->postfix_host,
-                                        .port = cfg->postfix_reinject_port_incoming,
-                                        .helo = helo,
-                                        .timeout_ms = SMTP_TIMEOUT_MS};
+    reinject_helo_name(cfg->filtermail_host, ctx.helo, sizeof(ctx.helo));
 
-    fd = listen_on(cfg->filtermail_host, cfg->filtermail_http_port_incoming, err, sizeof(err));
-    if (fd < 0) {
+    /* filtermail_host is an IP address (checked at load). */
+    if (listener_addr_inet(cfg->filtermail_host, cfg->filtermail_http_port_incoming, &laddr, err,
+                           sizeof(err)) < 0 ||
+        listener_open(&lsn, &laddr, 511, 0, err, sizeof(err)) < 0) {
         fprintf(stderr, "Server error: %s\n", err);
         return 1;
     }
@@ -522,11 +153,11 @@ int main(int argc, char **argv)
 
     d = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
-        NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
-        (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
-        MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)CONNECTION_MEMORY, MHD_OPTION_THREAD_STACK_SIZE, (size_t)THREAD_STACK,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
+        NULL, http_on_request, &ctx, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lsn.fd, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, idle,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY, MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)THREAD_STACK, MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, &ctx, MHD_OPTION_END);
     if (d == NULL) {
         fprintf(stderr, "Server error: libmicrohttpd did not start\n");
         return 1;
@@ -556,7 +187,6 @@ int main(int argc, char **argv)
     }
     sdnotify_stopping();
     MHD_stop_daemon(d);
-    config_free(&c);
-    cfg = NULL;
+    config_live_free(&ctx.live);
     return 0;
 }

@@ -5,16 +5,15 @@
 #include <string.h>
 #include <strings.h>
 
-bool request_address_ok(const char *v, size_t len)
+size_t request_value_len(const char *value, size_t value_len, const char *next_key)
 {
-    if (len == 0 || len > REQUEST_ADDRESS_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if (c < 0x21 || c > 0x7e || c == '<' || c == '>')
-            return false;
-    }
-    return true;
+    const char *end = value + value_len;
+    /* The line ended here: a CR (then LF) or an LF, both overwritten with
+     * NUL, before an empty line or the next header's name. */
+    if (end[1] == '\0' || end + 1 == next_key)
+        return value_len;
+    /* A NUL the client sent, with more of the line after it. */
+    return value_len + 1 + strlen(end + 1);
 }
 
 void request_envelope_init(struct request_envelope *e)
@@ -71,12 +70,18 @@ int request_envelope_header(struct request_envelope *e, const char *name, const 
 
     if (e->error != NULL)
         return 0;
-    if (strcasecmp(name, "X-Mail-From") == 0)
+    if (strncasecmp(name, "X-Mail-From", 11) == 0)
         from = true;
-    else if (strcasecmp(name, "X-Mail-To") == 0)
+    else if (strncasecmp(name, "X-Mail-To", 9) == 0)
         from = false;
     else
         return 0;
+    /* A longer name is a folded line that the HTTP parser joined to the
+     * name (libmicrohttpd 0.9.75 turns "X-Mail-To: a" CRLF SP "b" into the
+     * name "X-Mail-Tob" with the value "a"): a recipient the request named
+     * would be lost, so the request is refused, never half-delivered. */
+    if (name[from ? 11 : 9] != '\0')
+        return refuse(e, from ? REQUEST_REPLY_BAD_SENDER : REQUEST_REPLY_BAD_RCPT);
     while (value_len > 0 && is_ows(value[0])) {
         value++;
         value_len--;
@@ -85,7 +90,7 @@ int request_envelope_header(struct request_envelope *e, const char *name, const 
         value_len--;
 
     if (!from) {
-        if (!request_address_ok(value, value_len))
+        if (!address_path_ok(value, value_len))
             return refuse(e, REQUEST_REPLY_BAD_RCPT);
         return add_rcpt(e, value, value_len);
     }
@@ -95,7 +100,7 @@ int request_envelope_header(struct request_envelope *e, const char *name, const 
         e->sender_seen = true;
         return 0;
     }
-    if (!request_address_ok(value, value_len))
+    if (!address_path_ok(value, value_len))
         return refuse(e, REQUEST_REPLY_BAD_SENDER);
     if (!e->sender_seen) {
         memcpy(e->sender, value, value_len);

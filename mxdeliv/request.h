@@ -6,8 +6,8 @@
  *    counts; absent, empty or "<>" is the null sender) and one X-Mail-To per
  *    recipient, in header order. A value that could change the SMTP command
  *    it is put into (angle brackets, spaces, control characters, anything
- *    but visible ASCII) is refused with a `501` reply, so it never reaches
- *    SMTP;
+ *    but visible ASCII: address_path_ok()) is refused with a `501` reply, so
+ *    it never reaches SMTP;
  *  - the body, SMTP-transparent mail data (CRLF line ends, leading dots
  *    doubled, no final dot line), checked as it streams by. The checker says
  *    which bytes may be passed on to the SMTP DATA at once: never a byte
@@ -24,9 +24,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The longest address accepted: RFC 5321's 256-octet path less the angle
- * brackets. */
-#define REQUEST_ADDRESS_MAX 254
+#include "address.h"
+
+/* The longest address accepted (address_path_ok()). */
+#define REQUEST_ADDRESS_MAX ADDRESS_PATH_MAX
 
 /* The most recipients one request may name (Postfix's smtpd_recipient_limit
  * defaults to 1000). */
@@ -41,11 +42,6 @@
 #define REQUEST_REPLY_TOO_BIG "552 Message exceeds maximum size"
 #define REQUEST_REPLY_OK "250 OK"
 #define REQUEST_REPLY_NO_MEMORY "451 Out of memory"
-
-/* True when the len bytes of v may stand between the angle brackets of
- * `MAIL FROM:<...>` or `RCPT TO:<...>` as they are: 1 to REQUEST_ADDRESS_MAX
- * bytes of visible ASCII (0x21-0x7e) other than '<' and '>'. */
-bool request_address_ok(const char *v, size_t len);
 
 /* The envelope of one request. Fields are read-only for callers. */
 struct request_envelope {
@@ -62,11 +58,24 @@ void request_envelope_init(struct request_envelope *e);
 /* Takes one request header, name and value as the HTTP parser gave them
  * (the value's surrounding spaces and tabs are ignored). Names other than
  * X-Mail-From and X-Mail-To (any case) are ignored, and so is every header
- * after the first refused one. Returns 0, or -1 when this value is refused:
+ * after the first refused one; a longer name starting with one of them (a
+ * folded line joined to the name) is refused as a bad address. Returns 0, or -1 when this value is refused:
  * e->error then holds the reply (REQUEST_REPLY_BAD_SENDER, _BAD_RCPT,
  * _TOO_MANY_RCPTS or _NO_MEMORY). */
 int request_envelope_header(struct request_envelope *e, const char *name, const char *value,
                             size_t value_len);
+
+/* The true length of a header value as libmicrohttpd (0.9.75) hands it over
+ * in its read buffer: it ends each header line by overwriting the CR and LF
+ * with NULs and gives the value's length up to the first NUL, so a NUL the
+ * client sent inside the value cuts it ("two@example.org" NUL "evil...") and
+ * the rest of the line would go unseen. value[value_len] must be NUL and
+ * value[value_len + 1] readable (true in libmicrohttpd's buffer, where the
+ * empty line ending the headers follows the last one); next_key is the name
+ * of the header after this one in the buffer, or NULL. Returns value_len
+ * when the line really ended there, else the length through the end of the
+ * line, so that the value, NUL included, is refused as an address. Pure. */
+size_t request_value_len(const char *value, size_t value_len, const char *next_key);
 
 /* Frees the recipients; the envelope is empty and reusable afterwards. */
 void request_envelope_free(struct request_envelope *e);

@@ -642,3 +642,32 @@ long ratelimit_load(struct ratelimit *rl, FILE *f, uint64_t now_mono, uint64_t n
         return rl_load_fail(rl, err, errlen, lineno, "no end line (file cut short?)");
     return loaded;
 }
+
+struct ratelimit *ratelimit_rebuild(const struct ratelimit *old, const struct ratelimit_config *c,
+                                    uint64_t now_mono, uint64_t now_wall)
+{
+    char *buf = NULL, err[128];
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    struct ratelimit *n = NULL;
+
+    if (f == NULL)
+        return NULL;
+    if (ratelimit_save(old, f, now_mono, now_wall) < 0) {
+        fclose(f);
+        free(buf);
+        return NULL;
+    }
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    n = ratelimit_new(c);
+    f = n != NULL ? fmemopen(buf, len, "r") : NULL;
+    if (f == NULL || ratelimit_load(n, f, now_mono, now_wall, err, sizeof(err)) < 0)
+        ratelimit_free(&n);
+    if (f != NULL)
+        fclose(f);
+    free(buf);
+    return n;
+}

@@ -178,4 +178,11 @@ long ratelimit_save(const struct ratelimit *rl, FILE *f, uint64_t now_mono, uint
 long ratelimit_load(struct ratelimit *rl, FILE *f, uint64_t now_mono, uint64_t now_wall, char *err,
                     size_t errlen);
 
+/* A reload with new limits (c): a new limiter holding every sender of old,
+ * carried over as a snapshot is (so each wait is cut to what the new limits
+ * allow). Returns it, or NULL (out of memory; old is unchanged). The seed
+ * comes from c. */
+struct ratelimit *ratelimit_rebuild(const struct ratelimit *old, const struct ratelimit_config *c,
+                                    uint64_t now_mono, uint64_t now_wall);
+
 #endif

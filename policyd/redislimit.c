@@ -638,3 +638,22 @@ void redislimit_cancel(struct redislimit_req *q)
         q->arg = NULL;
     }
 }
+
+bool redislimit_decide(enum redislimit_result res, uint64_t wait_ns, uint64_t now,
+                       struct ratelimit_decision *d)
+{
+    switch (res) {
+    case REDISLIMIT_ALLOWED:
+        d->verdict = RATELIMIT_PASS;
+        d->reason = RATELIMIT_R_ALLOWED;
+        return true;
+    case REDISLIMIT_LIMITED:
+        d->verdict = RATELIMIT_LIMITED;
+        d->reason = RATELIMIT_R_LIMITED;
+        d->allowed_at = now + wait_ns;
+        return true;
+    case REDISLIMIT_UNAVAILABLE:
+    default:
+        return false;
+    }
+}

@@ -26,6 +26,7 @@
 
 #include "gcra.h"
 #include "log.h"
+#include "ratelimit.h"
 
 /* The script; its SHA-1 is REDISLIMIT_SCRIPT_SHA1 (checked by test_redislimit). */
 extern const char REDISLIMIT_SCRIPT[];
@@ -101,5 +102,12 @@ struct redislimit_req *redislimit_check(struct redislimit *r, const char *key, s
 
 /* Forgets the caller of a check in flight: done will not be called. */
 void redislimit_cancel(struct redislimit_req *q);
+
+/* The verdict for the CHECK decision d from Redis's answer at now: ALLOWED
+ * makes it PASS, LIMITED makes it LIMITED until now + wait_ns; both return
+ * true. UNAVAILABLE returns false and leaves d alone (the caller falls back:
+ * the local table, or 451). Pure. */
+bool redislimit_decide(enum redislimit_result res, uint64_t wait_ns, uint64_t now,
+                       struct ratelimit_decision *d);
 
 #endif

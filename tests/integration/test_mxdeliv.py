@@ -264,6 +264,51 @@ def test_bad_envelope_values_never_reach_smtp():
     assert "NOTIFY=NEVER" not in relay.maillog()
 
 
+def test_folded_or_cut_recipient_refused():
+    """Issue 12 item 6: a folded X-Mail-To once got 200 with no SMTP session
+    at all, and one with a NUL was cut there and delivered to the part before
+    it. A 200 must mean Postfix queued the message for every recipient named;
+    these get 501 and nothing reaches Postfix."""
+    data, tid = message()
+    bad = {
+        "folded": b"X-Mail-To: " + TWO.encode() + b"\r\n evil@example.org\r\n",
+        "folded with a tab": b"X-Mail-To: " + TWO.encode() + b"\r\n\tevil@example.org\r\n",
+        "folded, empty first line": b"X-Mail-To:\r\n " + TWO.encode() + b"\r\n",
+        "NUL": b"X-Mail-To: " + TWO.encode() + b"\x00evil@example.org\r\n",
+        "NUL, last header": None,
+    }
+    for what, line in bad.items():
+        if line is None:
+            head = (b"POST /mxdeliv HTTP/1.1\r\nHost: mx\r\nContent-Length: %d\r\n"
+                    b"Connection: close\r\nX-Mail-To: " % len(data) + TWO.encode() +
+                    b"\x00" + ONE.encode() + b"\r\n\r\n")
+        else:
+            head = (b"POST /mxdeliv HTTP/1.1\r\nHost: mx\r\n" + line +
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(data))
+        raw, _ = raw_exchange(mx.port, [head + data])
+        got = parse_responses(raw)
+        assert got == [(400, "501 Invalid address in X-Mail-To")], (what, raw)
+        mx.check()
+    fold_from = (b"POST /mxdeliv HTTP/1.1\r\nHost: mx\r\nX-Mail-From: " + ALICE.encode() +
+                 b"\r\n x\r\nX-Mail-To: " + TWO.encode() +
+                 b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(data))
+    raw, _ = raw_exchange(mx.port, [fold_from + data])
+    assert parse_responses(raw) == [(400, "501 Invalid address in X-Mail-From")], raw
+    assert "Dropping mail" not in mx.log()
+    never_delivered(TWO, tid)
+
+    # The check does not touch well-formed requests: bare LF line ends (which
+    # libmicrohttpd accepts), trailing blanks, several recipients.
+    data, tid = message(rcpt=TWO)
+    head = (b"POST /mxdeliv HTTP/1.1\nHost: mx\nX-Mail-From: " + ALICE.encode() +
+            b"\nX-Mail-To: " + TWO.encode() + b" \t\nX-Mail-To: " + ONE.encode() +
+            b"\nContent-Length: %d\nConnection: close\n\n" % len(data))
+    raw, _ = raw_exchange(mx.port, [head + data])
+    assert parse_responses(raw) == [(200, "250 OK")], raw
+    relay.wait_queue_empty()
+    assert relay.find(TWO, tid) and relay.find(ONE, tid)
+
+
 def test_invalid_data_refused():
     good, tid = message()
     cases = {

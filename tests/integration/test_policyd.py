@@ -441,6 +441,19 @@ def test_sighup_reloads_limits_and_keeps_state():
             reload("Failed to reload config:")
             answers = [ask(s, "c@example.org", instance=f"k{i}") for i in range(5)]
             assert answers[:4] == ["DUNNO"] * 4 and answers[4].startswith("450"), answers
+
+            # Any number of reloads takes effect: the server once stopped
+            # reloading after 64 (a config tool reloading hourly: three days).
+            p.params["max_user_send_burst_size"] = "4"
+            p.ini.write_text("[params]\n" + "".join(f"{k} = {v}\n" for k, v in p.params.items()))
+            for _ in range(70):
+                reload("configuration reloaded from")
+            p.params["max_user_send_burst_size"] = "6"
+            p.ini.write_text("[params]\n" + "".join(f"{k} = {v}\n" for k, v in p.params.items()))
+            reload("bursts of 6")
+            answers = [ask(s, "d@example.org", instance=f"l{i}") for i in range(7)]
+            assert answers[:6] == ["DUNNO"] * 6 and answers[6].startswith("450"), answers
+            assert "restart instead" not in p.log()
             s.close()
         finally:
             p.stop()

@@ -212,6 +212,87 @@ static void test_from_domain(void)
     CHECK(strcmp(small, "abc.de") == 0);
 }
 
+static void test_path_ok(void)
+{
+    static const struct {
+        const char *in;
+        bool want;
+    } cases[] = {
+        {"alice@example.org", true},
+        {"SRS0=abc=XY=example.com=bob@example.net", true},
+        {"t7@[192.0.2.0]", true},
+        {"t8@[IPv6:2001:db8::1]", true},
+        {"\"quoted\"@example.org", true},
+        {"a@b", true},
+        {"", false},
+        {"<a@b>", false},
+        {"a@b>", false},
+        {"a@b> NOTIFY=NEVER", false},
+        {"a@b NOTIFY=NEVER", false},
+        {" a@b", false},
+        {"a@b\t", false},
+        {"a@b\r\nRSET", false},
+        {"a@b\n", false},
+        {"a\x01@b", false},
+        {"a\x7f@b", false},
+        {"j\xc3\xb6rg@example.org", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        CHECKF(address_path_ok(cases[i].in, strlen(cases[i].in)) == cases[i].want, "%s",
+               cases[i].in);
+    /* NUL inside the value (the HTTP parser gives lengths). */
+    CHECK(!address_path_ok("a@b\0c", 5));
+
+    char longest[ADDRESS_PATH_MAX + 2];
+    memset(longest, 'a', sizeof(longest));
+    longest[0] = 'x';
+    longest[5] = '@';
+    CHECK(address_path_ok(longest, ADDRESS_PATH_MAX));
+    CHECK(!address_path_ok(longest, ADDRESS_PATH_MAX + 1));
+}
+
+static void test_path_safe(void)
+{
+    size_t len = 0;
+    bool utf8 = false;
+    CHECK(address_path_safe("a@b", 10, &len, &utf8) && len == 3 && !utf8);
+    CHECK(address_path_safe("\"a b\"@b", 10, &len, &utf8) && len == 7 && !utf8);
+    CHECK(address_path_safe("j\xc3\xb6rg@b", 20, &len, &utf8) && utf8);
+    utf8 = false;
+    CHECK(!address_path_safe("a\r\n@b", 20, &len, &utf8));
+    CHECK(!address_path_safe("a\x7f@b", 20, &len, &utf8));
+    CHECK(!address_path_safe("a@bcd", 4, &len, &utf8));
+    CHECK(address_path_safe("", 4, &len, &utf8) && len == 0);
+}
+
+static void test_domain_name_ok(void)
+{
+    CHECK(address_domain_name_ok("a-b_c.example"));
+    CHECK(address_domain_name_ok("xn--bcher-kva.example"));
+    CHECK(!address_domain_name_ok(""));
+    CHECK(!address_domain_name_ok(".a"));
+    CHECK(!address_domain_name_ok("a."));
+    CHECK(!address_domain_name_ok("a..b"));
+    CHECK(!address_domain_name_ok("A.example"));
+    CHECK(!address_domain_name_ok("a b"));
+    CHECK(!address_domain_name_ok("b\xc3\xbc" "cher.example"));
+    char label[80];
+    memset(label, 'a', 64);
+    label[64] = '\0';
+    CHECK(!address_domain_name_ok(label));
+    label[63] = '\0';
+    CHECK(address_domain_name_ok(label));
+    char name[300];
+    memset(name, 'a', sizeof(name));
+    for (size_t i = 50; i < sizeof(name); i += 51)
+        name[i] = '.';
+    name[253] = '\0';
+    CHECK(address_domain_name_ok(name));
+    name[253] = 'a';
+    name[254] = '\0';
+    CHECK(!address_domain_name_ok(name));
+}
+
 int main(void)
 {
     UNIT_RUN(test_extract);
@@ -222,5 +303,8 @@ int main(void)
     UNIT_RUN(test_strip_brackets);
     UNIT_RUN(test_envelope);
     UNIT_RUN(test_from_domain);
+    UNIT_RUN(test_path_ok);
+    UNIT_RUN(test_path_safe);
+    UNIT_RUN(test_domain_name_ok);
     return unit_summary();
 }

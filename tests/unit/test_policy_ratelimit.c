@@ -370,6 +370,33 @@ static void test_snapshot(void)
     ratelimit_free(&rl);
 }
 
+/* A reload with new limits keeps every sender's state, cut to the new
+ * limits; the old limiter is untouched. */
+static void test_rebuild(void)
+{
+    struct ratelimit *rl = make(60, 10, 0), *n;
+    uint64_t wall = 1767323045000000000ull;
+    struct ratelimit_config c = {.per_minute = 60, .burst = 2, .exempt = NULL};
+
+    CHECK_INT(pass_count(rl, "a@x.org", T0, 10), 10);
+    CHECK_INT(pass_count(rl, "b@x.org", T0, 1), 1);
+    n = ratelimit_rebuild(rl, &c, T0, wall);
+    CHECK(n != NULL);
+    if (n == NULL)
+        return;
+    /* a used its whole burst: still limited under the new limits, and free
+     * again after one interval; b had used one of two. */
+    CHECK_INT(pass_count(n, "a@x.org", T0, 1), 0);
+    CHECK_INT(pass_count(n, "a@x.org", T0 + S + S / 10, 1), 1);
+    CHECK_INT(pass_count(n, "b@x.org", T0, 3), 1);
+    /* The exemption of the old limits is gone with them. */
+    CHECK_INT(pass_count(n, "bot@example.org", T0, 3), 2);
+    CHECK_INT(pass_count(rl, "bot@example.org", T0, 30), 30);
+    CHECK_INT(pass_count(rl, "a@x.org", T0, 1), 0);
+    ratelimit_free(&n);
+    ratelimit_free(&rl);
+}
+
 static void test_snapshot_malformed(void)
 {
     static const char *bad[] = {
@@ -419,5 +446,6 @@ int main(void)
     UNIT_RUN(test_cap);
     UNIT_RUN(test_snapshot);
     UNIT_RUN(test_snapshot_malformed);
+    UNIT_RUN(test_rebuild);
     return unit_summary();
 }

@@ -24,6 +24,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "clock.h"
+
 #define MS 1000000ull
 #define S 1000000000ull
 
@@ -31,9 +33,7 @@ static struct redis_server rs;
 
 static uint64_t mono(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * S + (uint64_t)ts.tv_nsec;
+    return clock_mono_ns();
 }
 
 /* A synchronous connection for looking behind the module's back. */
@@ -450,6 +450,26 @@ static void test_dead_server(void)
     redislimit_free(&r);
 }
 
+/* Redis's answer as a verdict: allowed passes, limited waits, unavailable
+ * falls back and leaves the decision alone. */
+static void test_decide(void)
+{
+    struct ratelimit_decision d = {.verdict = RATELIMIT_CHECK, .reason = RATELIMIT_R_ALLOWED};
+    CHECK(redislimit_decide(REDISLIMIT_ALLOWED, 0, 5 * S, &d));
+    CHECK_INT(d.verdict, RATELIMIT_PASS);
+    CHECK_INT(d.reason, RATELIMIT_R_ALLOWED);
+    d.verdict = RATELIMIT_CHECK;
+    CHECK(redislimit_decide(REDISLIMIT_LIMITED, 3 * S, 5 * S, &d));
+    CHECK_INT(d.verdict, RATELIMIT_LIMITED);
+    CHECK_INT(d.reason, RATELIMIT_R_LIMITED);
+    CHECK(d.allowed_at == 8 * S);
+    d.verdict = RATELIMIT_CHECK;
+    d.allowed_at = 0;
+    CHECK(!redislimit_decide(REDISLIMIT_UNAVAILABLE, 3 * S, 5 * S, &d));
+    CHECK_INT(d.verdict, RATELIMIT_CHECK);
+    CHECK(d.allowed_at == 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -457,6 +477,7 @@ int main(void)
         return 1;
     redis_start();
 
+    UNIT_RUN(test_decide);
     UNIT_RUN(test_script_sha1);
     UNIT_RUN(test_url);
     UNIT_RUN(test_gcra_in_redis);
