@@ -1,10 +1,11 @@
 /* fdio: whole writes; see fdio.h. */
 #include "fdio.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 int fd_write_all(int fd, const void *data, size_t n)
@@ -26,18 +27,11 @@ int fd_write_all(int fd, const void *data, size_t n)
     return 0;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits until fd has room, at most wait_ms and not past until_ms. */
 static int wait_room(int fd, int wait_ms, int64_t until_ms)
 {
     for (;;) {
-        int64_t left = until_ms - mono_ms();
+        int64_t left = until_ms - (int64_t)clock_mono_ms();
         if (left > wait_ms)
             left = wait_ms;
         struct pollfd pfd = {.fd = fd, .events = POLLOUT};

@@ -23,8 +23,7 @@ int fd_write_all(int fd, const void *data, size_t n);
 /* Writes all n bytes of data to the non-blocking socket fd with send(2) and
  * MSG_NOSIGNAL (a peer that closed gives EPIPE, not SIGPIPE). When the
  * socket's buffer is full it waits for room with poll(2), each wait at most
- * wait_ms and none past until_ms (CLOCK_MONOTONIC milliseconds, the clock of
- * netio_now_ms()). Returns 0, or -1 with errno set: ETIMEDOUT when a wait ran
+ * wait_ms and none past until_ms (monotonic milliseconds, clock_mono_ms()). Returns 0, or -1 with errno set: ETIMEDOUT when a wait ran
  * out, EIO when send(2) wrote nothing. */
 int fd_send_all(int fd, const void *data, size_t n, int wait_ms, int64_t until_ms);
 

@@ -9,16 +9,15 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fdio.h"
 
-int64_t netio_now_ms(void)
+/* The monotonic clock as netio's deadlines count: signed milliseconds. */
+static int64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)clock_mono_ms();
 }
 
 void netio_addr_text(const struct sockaddr_storage *sa, char *out, size_t outlen)
@@ -56,14 +55,14 @@ int netio_he_connect(const struct sockaddr_storage *sa, size_t n, int stagger_ms
 {
     struct he_attempt at[NETIO_HE_MAX_ADDRS];
     size_t pending = 0, next = 0;
-    int64_t next_start = netio_now_ms();
+    int64_t next_start = now_ms();
     int winner = -1;
 
     err[0] = '\0';
     if (n > NETIO_HE_MAX_ADDRS)
         n = NETIO_HE_MAX_ADDRS;
     for (;;) {
-        int64_t now = netio_now_ms();
+        int64_t now = now_ms();
         /* Start attempts that are due (the first at once). */
         while (winner < 0 && next < n && (pending == 0 || now >= next_start) && now < deadline) {
             const struct sockaddr_storage *s = &sa[next];
@@ -109,7 +108,7 @@ int netio_he_connect(const struct sockaddr_storage *sa, size_t n, int stagger_ms
             snprintf(err, errlen, "poll: %s", strerror(errno));
             break;
         }
-        now = netio_now_ms();
+        now = now_ms();
         for (size_t i = 0; i < pending && winner < 0;) {
             bool done = false;
             if (r > 0 && pfd[i].revents != 0) {
@@ -176,7 +175,7 @@ void conn_set_tls(struct conn *c, const struct conn_tls_ops *ops, void *tls)
 
 int conn_wait(struct conn *c, bool want_write)
 {
-    int64_t now = netio_now_ms();
+    int64_t now = now_ms();
     int64_t until = now + c->io_timeout_ms;
     if (c->deadline < until)
         until = c->deadline;
@@ -187,7 +186,7 @@ int conn_wait(struct conn *c, bool want_write)
         if (r > 0)
             return 0;
         if (r < 0 && errno == EINTR) {
-            now = netio_now_ms();
+            now = now_ms();
             continue;
         }
         if (r < 0) {
@@ -250,11 +249,11 @@ int conn_read_reply(struct conn *c, struct smtp_reply_parser *p, struct smtp_rep
     /* One io_timeout for the whole reply, not per read: a server that sends
      * a byte now and then must not hold the delivery until its deadline
      * and keep the other MX hosts from being tried. */
-    int64_t saved = c->deadline, reply_until = netio_now_ms() + c->io_timeout_ms;
+    int64_t saved = c->deadline, reply_until = now_ms() + c->io_timeout_ms;
     if (reply_until < c->deadline)
         c->deadline = reply_until;
     int rc = read_reply(c, p, r);
-    if (rc == -1 && reply_until < saved && netio_now_ms() >= reply_until &&
+    if (rc == -1 && reply_until < saved && now_ms() >= reply_until &&
         strncmp(c->err, "timed out", 9) == 0)
         snprintf(c->err, sizeof(c->err), "timed out: no complete reply in %.1f s",
                  c->io_timeout_ms / 1000.0);
@@ -295,7 +294,7 @@ static int conn_send_plain(struct conn *c, const void *data, size_t len)
         return 0;
     if (errno == ETIMEDOUT)
         snprintf(c->err, sizeof(c->err), "timed out%s",
-                 netio_now_ms() >= c->deadline ? " (delivery deadline)" : "");
+                 now_ms() >= c->deadline ? " (delivery deadline)" : "");
     else
         snprintf(c->err, sizeof(c->err), "write: %s",
                  errno == EIO ? "nothing written" : strerror(errno));

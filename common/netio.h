@@ -5,7 +5,7 @@
  *
  * Every wait is bounded twice: by the connection's I/O timeout (one per
  * reply read, one per wait while writing) and by the session's absolute
- * deadline (monotonic milliseconds, netio_now_ms()), which nothing waits
+ * deadline (monotonic milliseconds, clock_mono_ms()), which nothing waits
  * past. Sockets are non-blocking; waits use poll(2).
  *
  * TLS is a layer a caller puts on the connection (struct conn_tls_ops), so
@@ -28,9 +28,6 @@
 
 /* The most addresses one netio_he_connect() tries (more are ignored). */
 #define NETIO_HE_MAX_ADDRS 16
-
-/* Monotonic clock in milliseconds. */
-int64_t netio_now_ms(void);
 
 /* "192.0.2.1" or "2001:db8::1" ("?" when it cannot be written). */
 void netio_addr_text(const struct sockaddr_storage *sa, char *out, size_t outlen);

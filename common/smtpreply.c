@@ -140,19 +140,26 @@ enum smtp_parse smtp_reply_push(struct smtp_reply_parser *p, const char *data, s
     return SMTP_PARSE_MORE;
 }
 
+/* Writes the code and, when sp, a space (when outlen leaves room for them
+ * and the NUL). Returns the bytes written. */
+static size_t reply_code(const struct smtp_reply *r, bool sp, char *out, size_t outlen)
+{
+    if (outlen < 5)
+        return 0;
+    out[0] = (char)('0' + (r->code / 100) % 10);
+    out[1] = (char)('0' + (r->code / 10) % 10);
+    out[2] = (char)('0' + r->code % 10);
+    if (!sp)
+        return 3;
+    out[3] = ' ';
+    return 4;
+}
+
 void smtp_reply_oneline(const struct smtp_reply *r, char *out, size_t outlen)
 {
-    size_t o = 0;
     if (outlen == 0)
         return;
-    if (outlen >= 5) {
-        out[0] = (char)('0' + (r->code / 100) % 10);
-        out[1] = (char)('0' + (r->code / 10) % 10);
-        out[2] = (char)('0' + r->code % 10);
-        o = 3;
-        if (r->len > 0)
-            out[o++] = ' ';
-    }
+    size_t o = reply_code(r, r->len > 0, out, outlen);
     for (size_t i = 0; i < r->len && o + 1 < outlen; i++) {
         unsigned char c = (unsigned char)r->text[i];
         if (c == '\n' || c == '\t')
@@ -166,17 +173,9 @@ void smtp_reply_oneline(const struct smtp_reply *r, char *out, size_t outlen)
 
 void smtp_reply_last_line(const struct smtp_reply *r, char *out, size_t outlen)
 {
-    size_t o = 0;
     if (outlen == 0)
         return;
-    if (outlen >= 5) {
-        out[0] = (char)('0' + (r->code / 100) % 10);
-        out[1] = (char)('0' + (r->code / 10) % 10);
-        out[2] = (char)('0' + r->code % 10);
-        o = 3;
-        if (r->last_sp)
-            out[o++] = ' ';
-    }
+    size_t o = reply_code(r, r->last_sp, out, outlen);
     for (size_t i = r->last; i < r->len && o + 1 < outlen; i++) {
         unsigned char c = (unsigned char)r->text[i];
         out[o++] = c >= 0x20 && c <= 0x7e ? (char)c : '?';

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "netio.h"
 #include "smtpreply.h"
 
@@ -132,7 +133,7 @@ void reinject_helo_name(const char *ip, char *out, size_t outlen)
 
 static int64_t session_deadline(const struct reinject_config *cfg)
 {
-    return netio_now_ms() + (cfg->session_ms > 0 ? cfg->session_ms : REINJECT_SESSION_MS);
+    return (int64_t)clock_mono_ms() + (cfg->session_ms > 0 ? cfg->session_ms : REINJECT_SESSION_MS);
 }
 
 /* The session on a connected socket, within the session's deadline. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "https.h"
 #include "log.h"
 #include "mx.h"
@@ -56,7 +57,7 @@ static void op(struct run *r, bool set, enum state_kind kind, const char *host, 
 
 static int remaining(const struct run *r, int limit_ms)
 {
-    int64_t left = r->ctx->deadline - netio_now_ms();
+    int64_t left = r->ctx->deadline - (int64_t)clock_mono_ms();
     if (left < 0)
         left = 0;
     return left < limit_ms ? (int)left : limit_ms;

@@ -32,7 +32,7 @@ struct deliver_ctx {
     struct dns_resolver *dns;            /* may be NULL for an address literal */
     struct state_store *state;           /* NULL: no shared state */
     const struct tls_policy_table *policy; /* NULL: no exceptions */
-    int64_t deadline;                    /* netio_now_ms() value to finish by */
+    int64_t deadline;                    /* clock_mono_ms() value to finish by */
     int64_t now_unix;                    /* wall clock at the start (state expiry) */
     uint32_t random;                     /* shuffles equal MX preferences */
     const char *queue_id;                /* for log lines ("-" when unknown) */

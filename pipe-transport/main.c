@@ -23,11 +23,11 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 
+#include "clock.h"
 #include "config.h"
 #include "deadline.h"
 #include "deliver.h"
@@ -37,7 +37,6 @@
 #include "fdio.h"
 #include "invocation.h"
 #include "log.h"
-#include "netio.h"
 #include "spool.h"
 #include "state.h"
 #include "tlspolicy.h"
@@ -137,7 +136,7 @@ int main(int argc, char **argv)
     if (config_load(a.config, &cfg, err, sizeof(err)) < 0)
         fail_now("4.3.5", "Failed to read config: %s", err);
     deadline_start(result_fd, cfg->transport_deadline + DEADLINE_GRACE);
-    int64_t deadline = netio_now_ms() + (int64_t)cfg->transport_deadline * 1000;
+    int64_t deadline = (int64_t)clock_mono_ms() + (int64_t)cfg->transport_deadline * 1000;
     log_sink(cfg->transport_log);
     log_init("filtermail-transport", cfg->log_level);
 
@@ -202,20 +201,20 @@ int main(int argc, char **argv)
     }
     uint32_t random = 0;
     if (getrandom(&random, sizeof(random), GRND_NONBLOCK) != sizeof(random))
-        random = (uint32_t)getpid() ^ (uint32_t)time(NULL);
+        random = (uint32_t)getpid() ^ (uint32_t)clock_mono_ns();
     struct deliver_ctx ctx = {
         .cfg = cfg,
         .dns = dns,
         .state = state,
         .policy = policy,
         .deadline = deadline,
-        .now_unix = (int64_t)time(NULL),
+        .now_unix = (int64_t)(clock_wall_ns() / CLOCK_NS_PER_SEC),
         .random = random,
         .queue_id = a.queue_id,
         .settled = deadline_settle,
     };
     struct deliver_report rep;
-    int64_t t0 = netio_now_ms();
+    uint64_t t0 = clock_mono_ns();
     deliver_run(&ctx, &env, &msg, &out, &rep);
     const char *status = out.cls == OUTCOME_DELIVERED ? "sent"
                          : out.cls == OUTCOME_BOUNCE  ? "bounced"
@@ -224,7 +223,7 @@ int main(int argc, char **argv)
              "%s: to=<%.300s>%s, relay=%s%s%s%s%s, delay=%.3f, size=%llu, status=%s (%s%s%s)",
              a.queue_id, env.rcpts[0], env.nrcpts > 1 ? " and others" : "", rep.relay,
              rep.channel[0] ? "/" : "", rep.channel, rep.tls[0] ? ", tls=" : "", rep.tls,
-             (double)(netio_now_ms() - t0) / 1000.0, (unsigned long long)msg.size, status,
+             clock_elapsed_s(t0), (unsigned long long)msg.size, status,
              out.cls == OUTCOME_DELIVERED ? "" : out.dsn, out.cls == OUTCOME_DELIVERED ? "" : " ",
              out.text);
     log_memory(a.queue_id);

@@ -1,5 +1,6 @@
 /* Tests for pipe-transport/smtpclient.c against a scripted server on a
  * socketpair. */
+#include "clock.h"
 #include "netio.h"
 #include "smtpclient.h"
 #include "spool.h"
@@ -114,7 +115,7 @@ static void run(struct fake *f, const char *const *rcpts, size_t n, bool starttl
     f->log[0] = '\0';
     CHECK(pthread_create(&th, NULL, fake_run, f) == 0);
     struct conn c;
-    conn_init(&c, sv[0], 5000, netio_now_ms() + 10000);
+    conn_init(&c, sv[0], 5000, (int64_t)clock_mono_ms() + 10000);
     struct smtp_job job = {.helo = "relay.example", .sender = "a@example.org", .rcpts = rcpts,
                            .nrcpts = n, .msg = &msg, .starttls = starttls,
                            .smtputf8 = job_utf8};

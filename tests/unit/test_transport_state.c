@@ -119,6 +119,24 @@ static int refuse_tmpfile(void)
                                                                                        : -1;
 }
 
+/* Makes read() fail with EIO in this process, as a failing disk does (a
+ * seccomp filter). */
+static int fail_reads(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_read, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EIO),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+    char c;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+        return -1;
+    return read(STDIN_FILENO, &c, 1) < 0 && errno == EIO ? 0 : -1;
+}
+
 static void test_store(void)
 {
     char err[256];
@@ -256,6 +274,44 @@ static void test_store(void)
     CHECK(state_load(s, 100, &t) == 0);
     CHECK(state_has(&t, STATE_DOWN, "named.example", 25, 100));
     CHECK_INT(tmp_files(), 0);
+
+    /* A read error is an error, not a short file: the reader fails, and an
+     * update writes nothing rather than the table rebuilt from what was read
+     * (which dropped every other host's entry). Regression test. */
+    CHECK(state_load(s, 100, &t) == 0);
+    size_t before = t.n;
+    CHECK(before > 100);
+    pid_t rchild = fork();
+    if (rchild == 0) {
+        unsigned char *got = NULL;
+        size_t got_len = 0;
+        struct state_op o = {.set = true, .kind = STATE_DOWN, .host = "readerr.example",
+                             .port = 25, .until = 5000};
+        struct state_table ct;
+        state_table_init(&ct);
+        bool ok = fail_reads() == 0 && state_load(s, 100, &ct) == -1 && ct.n == 0 &&
+                  state_update(s, 100, &o, 1, err, sizeof(err)) == -1 &&
+                  strstr(err, "/hosts: ") != NULL &&
+                  state_session_load(s, "named 25", &got, &got_len) == -1;
+        _exit(ok ? 0 : 1);
+    }
+    int rst;
+    CHECK(waitpid(rchild, &rst, 0) == rchild && WIFEXITED(rst) && WEXITSTATUS(rst) == 0);
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK_INT(t.n, before);
+    CHECK(!state_has(&t, STATE_DOWN, "readerr.example", 25, 100));
+    CHECK_INT(tmp_files(), 0);
+
+    /* A hosts file nobody can use (too large) reads as empty, and the next
+     * update replaces it. */
+    char hosts[256];
+    snprintf(hosts, sizeof(hosts), "%s/hosts", dir);
+    CHECK(truncate(hosts, STATE_MAX_FILE + 1) == 0);
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK_INT(t.n, 0);
+    CHECK(state_update(s, 100, &sweep_op, 1, err, sizeof(err)) == 0);
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK_INT(t.n, 1);
 
     /* Harmless to delete while in use. */
     rmrf();
