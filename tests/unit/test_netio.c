@@ -18,6 +18,15 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A connected pair: sv[0] non-blocking for the client, sv[1] served by run
+ * on its own thread. */
+static void start_peer(void *(*run)(void *), int sv[2], pthread_t *th)
+{
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    CHECK(pthread_create(th, NULL, run, &sv[1]) == 0);
+}
+
 /* Sends "250 " and then one byte every 50 ms, never a line end. */
 static void *dripper(void *arg)
 {
@@ -39,12 +48,10 @@ static void test_reply_timeout(void)
 {
     int sv[2];
     pthread_t th;
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    fcntl(sv[0], F_SETFL, O_NONBLOCK);
-    CHECK(pthread_create(&th, NULL, dripper, &sv[1]) == 0);
     struct conn c;
     struct smtp_reply_parser p;
     struct smtp_reply r;
+    start_peer(dripper, sv, &th);
     smtp_reply_parser_init(&p, NULL);
     conn_init(&c, sv[0], 400, (int64_t)clock_mono_ms() + 10000);
     int64_t t0 = (int64_t)clock_mono_ms();
@@ -76,12 +83,10 @@ static void test_session_deadline(void)
 {
     int sv[2];
     pthread_t th;
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    fcntl(sv[0], F_SETFL, O_NONBLOCK);
-    CHECK(pthread_create(&th, NULL, echoer, &sv[1]) == 0);
     struct conn c;
     struct smtp_reply_parser p;
     struct smtp_reply r;
+    start_peer(echoer, sv, &th);
     smtp_reply_parser_init(&p, NULL);
     int64_t t0 = (int64_t)clock_mono_ms();
     conn_init(&c, sv[0], 5000, t0 + 300);
