@@ -31,6 +31,19 @@ void deliver_helo_name(const char *mail_domain, char *out, size_t outlen)
         snprintf(out, outlen, "%s", mail_domain);
 }
 
+void deliver_summary(const struct envelope *env, const struct deliver_report *rep, double delay,
+                     uint64_t size, const struct outcome *out, char *line, size_t linelen)
+{
+    bool sent = out->cls == OUTCOME_DELIVERED;
+    const char *status = sent ? "sent" : out->cls == OUTCOME_BOUNCE ? "bounced" : "deferred";
+    snprintf(line, linelen,
+             "to=<%.300s>%s, relay=%s%s%s%s%s, delay=%.3f, size=%llu, status=%s (%s%s%s)",
+             env->rcpts[0], env->nrcpts > 1 ? " and others" : "", rep->relay,
+             rep->channel[0] ? "/" : "", rep->channel, rep->tls[0] ? ", tls=" : "", rep->tls,
+             delay, (unsigned long long)size, status, sent ? "" : out->dsn, sent ? "" : " ",
+             out->text);
+}
+
 struct run {
     const struct deliver_ctx *ctx;
     const struct envelope *env;

@@ -216,16 +216,9 @@ int main(int argc, char **argv)
     struct deliver_report rep;
     uint64_t t0 = clock_mono_ns();
     deliver_run(&ctx, &env, &msg, &out, &rep);
-    const char *status = out.cls == OUTCOME_DELIVERED ? "sent"
-                         : out.cls == OUTCOME_BOUNCE  ? "bounced"
-                                                      : "deferred";
-    log_info(TARGET,
-             "%s: to=<%.300s>%s, relay=%s%s%s%s%s, delay=%.3f, size=%llu, status=%s (%s%s%s)",
-             a.queue_id, env.rcpts[0], env.nrcpts > 1 ? " and others" : "", rep.relay,
-             rep.channel[0] ? "/" : "", rep.channel, rep.tls[0] ? ", tls=" : "", rep.tls,
-             clock_elapsed_s(t0), (unsigned long long)msg.size, status,
-             out.cls == OUTCOME_DELIVERED ? "" : out.dsn, out.cls == OUTCOME_DELIVERED ? "" : " ",
-             out.text);
+    char summary[2048];
+    deliver_summary(&env, &rep, clock_elapsed_s(t0), msg.size, &out, summary, sizeof(summary));
+    log_info(TARGET, "%s: %s", a.queue_id, summary);
     log_memory(a.queue_id);
     curl_global_cleanup();
 cleanup:
