@@ -252,65 +252,25 @@ void state_close(struct state_store **sp)
     *sp = NULL;
 }
 
-/* Writes a and b to fd. Returns 0 or -1. */
-static int write_parts(int fd, const void *a, size_t alen, const void *b, size_t blen)
-{
-    return fd_write_all(fd, a, alen) < 0 || fd_write_all(fd, b, blen) < 0 ? -1 : 0;
-}
-
-/* Writes data to a new file and renames it to name: readers see the old or
- * the new file, never a part. The data goes into an unnamed file (O_TMPFILE)
- * that gets its temporary name only just before the rename, so a process
- * killed while writing leaves nothing behind; state_sweep() removes what the
- * few instructions between link and rename can still leave. Where that does
- * not work (a file system without O_TMPFILE, no /proc for linkat), the data
- * goes into a named temporary file instead.
- *
- * This is common/fileio's atomic writer without its two fsyncs, on purpose:
- * the state is advisory and written on nearly every delivery (a TLS
- * session), and the fsyncs cost about 7 ms a write on ext4 here, half a
- * delivery; after a crash a lost entry costs one full handshake or one
- * HTTPS attempt. The temporary names are fileio's, so either sweep works. */
+/* Replaces name with a and b written one after the other: readers see the
+ * old or the new file, never a part (fileio's atomic writer), without the
+ * fsyncs, on purpose: the state is advisory and written on nearly every
+ * delivery (a TLS session), the fsyncs cost about 7 ms a write on ext4 here,
+ * half a delivery, and after a crash a lost entry costs one full handshake
+ * or one HTTPS attempt. state_sweep() removes what a process killed between
+ * link and rename leaves. Returns 0, or -1 with errno. */
 static int state_write_file(struct state_store *s, const char *name, const void *a, size_t alen,
                             const void *b, size_t blen)
 {
-    char tmp[64], proc[64];
-    static unsigned counter;
-    snprintf(tmp, sizeof(tmp), "%s.%ld.%u" STATE_TMP_SUFFIX, name, (long)getpid(), counter++);
-    bool linked = false;
-    int fd = openat(s->dirfd, strncmp(name, "tls/", 4) == 0 ? "tls" : ".",
-                    O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-        if (write_parts(fd, a, alen, b, blen) < 0) {
-            close(fd);
-            return -1; /* out of space: a named file would fail the same way */
-        }
-        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-        linked = linkat(AT_FDCWD, proc, s->dirfd, tmp, AT_SYMLINK_FOLLOW) == 0;
-        if (close(fd) < 0 && linked) {
-            unlinkat(s->dirfd, tmp, 0);
-            return -1;
-        }
-    }
-    if (!linked) {
-        fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-            return -1;
-        if (write_parts(fd, a, alen, b, blen) < 0) {
-            close(fd);
-            unlinkat(s->dirfd, tmp, 0);
-            return -1;
-        }
-        if (close(fd) < 0) {
-            unlinkat(s->dirfd, tmp, 0);
-            return -1;
-        }
-    }
-    if (renameat(s->dirfd, tmp, s->dirfd, name) < 0) {
-        unlinkat(s->dirfd, tmp, 0);
+    struct fileio_atomic w;
+    if (fileio_atomic_begin(&w, s->dirfd, name, 0600, NULL, 0) < 0)
+        return -1;
+    w.no_sync = 1;
+    if (fd_write_all(w.fd, a, alen) < 0 || fd_write_all(w.fd, b, blen) < 0) {
+        fileio_atomic_abort(&w);
         return -1;
     }
-    return 0;
+    return fileio_atomic_commit(&w, NULL, 0);
 }
 
 /* Removes the temporary files in one directory that are older than

@@ -119,22 +119,21 @@ static int refuse_tmpfile(void)
                                                                                        : -1;
 }
 
-/* Makes read() fail with EIO in this process, as a failing disk does (a
- * seccomp filter). */
-static int fail_reads(void)
+/* Makes the system call nr fail with EIO in this process, as a failing disk
+ * does (a seccomp filter). */
+static int fail_syscall(unsigned nr)
 {
     struct sock_filter f[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_read, 0, 1),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EIO),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
-    char c;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
         prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
         return -1;
-    return read(STDIN_FILENO, &c, 1) < 0 && errno == EIO ? 0 : -1;
+    return 0;
 }
 
 static void test_store(void)
@@ -289,7 +288,7 @@ static void test_store(void)
                              .port = 25, .until = 5000};
         struct state_table ct;
         state_table_init(&ct);
-        bool ok = fail_reads() == 0 && state_load(s, 100, &ct) == -1 && ct.n == 0 &&
+        bool ok = fail_syscall(__NR_read) == 0 && state_load(s, 100, &ct) == -1 && ct.n == 0 &&
                   state_update(s, 100, &o, 1, err, sizeof(err)) == -1 &&
                   strstr(err, "/hosts: ") != NULL &&
                   state_session_load(s, "named 25", &got, &got_len) == -1;
@@ -300,6 +299,28 @@ static void test_store(void)
     CHECK(state_load(s, 100, &t) == 0);
     CHECK_INT(t.n, before);
     CHECK(!state_has(&t, STATE_DOWN, "readerr.example", 25, 100));
+    CHECK_INT(tmp_files(), 0);
+
+    /* Writes never wait for the disk (no fsync: the state is advisory and
+     * written on nearly every delivery): with fsync failing they still work. */
+    pid_t schild = fork();
+    if (schild == 0) {
+        unsigned char *got = NULL;
+        size_t got_len = 0;
+        struct state_op o = {.set = true, .kind = STATE_DOWN, .host = "nosync.example",
+                             .port = 25, .until = 5000};
+        struct state_table ct;
+        state_table_init(&ct);
+        bool ok = fail_syscall(__NR_fsync) == 0 && fsync(STDOUT_FILENO) < 0 &&
+                  state_update(s, 100, &o, 1, err, sizeof(err)) == 0 &&
+                  state_session_save(s, "nosync 25", (const unsigned char *)"\x30\x00", 2) == 0 &&
+                  state_session_load(s, "nosync 25", &got, &got_len) == 0 && got_len == 2 &&
+                  state_load(s, 100, &ct) == 0 &&
+                  state_has(&ct, STATE_DOWN, "nosync.example", 25, 100);
+        _exit(ok ? 0 : 1);
+    }
+    int sst;
+    CHECK(waitpid(schild, &sst, 0) == schild && WIFEXITED(sst) && WEXITSTATUS(sst) == 0);
     CHECK_INT(tmp_files(), 0);
 
     /* A hosts file nobody can use (too large) reads as empty, and the next
