@@ -246,13 +246,12 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
     snprintf(rep->relay, sizeof(rep->relay), "%s[%s]:%u", host, addr, (unsigned)port);
     snprintf(rep->channel, sizeof(rep->channel), "smtp");
 
-    enum host_result hr = HOST_DONE;
-    char line[600];
+    struct smtp_peer peer = {.host = host, .addr = addr, .port = port, .domain = env->domain,
+                             .nrcpts = env->nrcpts,
+                             .tls_failed = u.used && tls_conn_ssl(&c) == NULL};
+    enum host_result hr = smtp_result_outcome(res, &peer, out, at) ? HOST_NEXT : HOST_DONE;
     switch (res->status) {
     case SMTP_SENT:
-        smtp_reply_oneline(&res->reply, line, sizeof(line));
-        outcome_set(out, OUTCOME_DELIVERED, "2.0.0", "delivered via SMTP to %s[%s]:%u (%s)", host,
-                    addr, (unsigned)port, line);
         if (https_failed)
             op(r, true, STATE_HTTPS_REFUSED, host, cfg->transport_https_port,
                r->ctx->now_unix + STATE_HTTPS_REFUSED_TIME);
@@ -268,57 +267,15 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
     case SMTP_CONN_ERROR:
         /* Upstream: HTTPS is tried at once next time. */
         op(r, false, STATE_HTTPS_REFUSED, host, cfg->transport_https_port, 0);
-        if (u.used && tls_conn_ssl(&c) == NULL)
-            attempts_note(at, "4.7.5", "TLS failure with %s[%s]: %s", host, addr, res->err);
-        else
-            attempts_note(at, "4.4.2", "%s[%s]: %s", host, addr, res->err);
         log_warn(TARGET, "%s: Connection error relaying to mail server %s: %s", r->ctx->queue_id,
                  host, at->text);
-        hr = HOST_NEXT;
-        break;
-    case SMTP_LOST_AFTER_DATA:
-        outcome_set(out, OUTCOME_TEMPFAIL, "4.4.2",
-                    "lost connection with %s[%s] after the end of the data: %s (the message may "
-                    "have been accepted; no other host is tried)",
-                    host, addr, res->err);
         break;
     case SMTP_REJECTED:
-        outcome_from_reply(out, &res->reply, host, addr, res->stage);
-        log_warn(TARGET, "%s: Message rejected by mail server %s: %s", r->ctx->queue_id, host,
-                 out->text);
-        break;
     case SMTP_NO_STARTTLS:
-        if (strcmp(res->stage, "STARTTLS") == 0) {
-            smtp_reply_oneline(&res->reply, line, sizeof(line));
-            outcome_set(out, OUTCOME_TEMPFAIL, "4.7.5",
-                        "STARTTLS refused by %s[%s] (%s): mail for %s is only sent encrypted",
-                        host, addr, line, env->domain);
-        } else {
-            outcome_set(out, OUTCOME_TEMPFAIL, "4.7.5",
-                        "STARTTLS not offered by %s[%s]: mail for %s is only sent encrypted",
-                        host, addr, env->domain);
-        }
         log_warn(TARGET, "%s: Message rejected by mail server %s: %s", r->ctx->queue_id, host,
                  out->text);
         break;
-    case SMTP_RCPT_MIXED: {
-        char dsn[16] = "4.0.0";
-        if (res->reply.enhanced[0] != '\0')
-            snprintf(dsn, sizeof(dsn), "4%s", res->reply.enhanced + 1);
-        smtp_reply_oneline(&res->reply, line, sizeof(line));
-        outcome_set(out, OUTCOME_TEMPFAIL, dsn,
-                    "%zu of %zu recipients refused by %s[%s] (%s); nothing was sent, all are "
-                    "retried (a recipient limit of 1 gives each its own status)",
-                    env->nrcpts - res->accepted, env->nrcpts, host, addr, line);
-        break;
-    }
-    case SMTP_TOO_BIG:
-        outcome_set(out, OUTCOME_BOUNCE, "5.3.4", "message too big for %s[%s]: %s", host, addr,
-                    res->err);
-        break;
-    case SMTP_NEED_UTF8:
-        outcome_set(out, OUTCOME_BOUNCE, "5.6.7",
-                    "SMTPUTF8 is required, but was not offered by host %s[%s]", host, addr);
+    default:
         break;
     }
     if (res->status != SMTP_CONN_ERROR)

@@ -225,6 +225,95 @@ static void test_connection_loss(void)
     CHECK(strstr(res.err, "malformed") != NULL);
 }
 
+/* A reply as the parser gives it. */
+static struct smtp_reply reply_of(const char *text)
+{
+    struct smtp_reply_parser p;
+    struct smtp_reply r;
+    size_t used;
+    const char *why;
+    memset(&r, 0, sizeof(r));
+    smtp_reply_parser_init(&p, NULL);
+    CHECK(smtp_reply_push(&p, text, strlen(text), &used, &r, &why) == SMTP_PARSE_DONE);
+    return r;
+}
+
+/* What each result means for the delivery: the outcome line pipe(8) gets,
+ * or the note for the next host. */
+static void test_result_outcome(void)
+{
+    static const struct {
+        enum smtp_status status;
+        const char *reply, *stage, *err;
+        size_t accepted;
+        bool tls_failed;
+        bool next;
+        const char *want; /* dsn_format() of the outcome, or "dsn text" of the note */
+    } cases[] = {
+        {SMTP_SENT, "250 2.0.0 Ok: queued as ABC\r\n", "end of DATA", "", 3, false, false,
+         "delivered via SMTP to mx.example.org[192.0.2.1]:25 (250 2.0.0 Ok: queued as ABC)\n"},
+        {SMTP_CONN_ERROR, NULL, "EHLO", "timed out (while sending EHLO)", 0, false, true,
+         "4.4.2 mx.example.org[192.0.2.1]: timed out (while sending EHLO)"},
+        {SMTP_CONN_ERROR, NULL, "STARTTLS", "certificate verification failed: x", 0, true, true,
+         "4.7.5 TLS failure with mx.example.org[192.0.2.1]: certificate verification failed: x"},
+        {SMTP_LOST_AFTER_DATA, NULL, "end of DATA", "connection closed by the server", 3, false,
+         false,
+         "4.4.2 lost connection with mx.example.org[192.0.2.1] after the end of the data: "
+         "connection closed by the server (the message may have been accepted; no other host "
+         "is tried)\n"},
+        {SMTP_REJECTED, "550 5.1.1 <bob@example.org>: unknown\r\n", "RCPT TO", "", 0, false,
+         false,
+         "5.1.1 host mx.example.org[192.0.2.1] said: 550 5.1.1 <bob@example.org>: unknown (in "
+         "reply to RCPT TO)\n"},
+        {SMTP_REJECTED, "421 4.3.2 shutting down\r\n", "MAIL FROM", "", 0, false, false,
+         "4.3.2 host mx.example.org[192.0.2.1] said: 421 4.3.2 shutting down (in reply to MAIL "
+         "FROM)\n"},
+        {SMTP_NO_STARTTLS, "454 4.7.0 TLS not available\r\n", "STARTTLS", "", 0, false, false,
+         "4.7.5 STARTTLS refused by mx.example.org[192.0.2.1] (454 4.7.0 TLS not available): "
+         "mail for example.org is only sent encrypted\n"},
+        {SMTP_NO_STARTTLS, NULL, "EHLO", "", 0, false, false,
+         "4.7.5 STARTTLS not offered by mx.example.org[192.0.2.1]: mail for example.org is only "
+         "sent encrypted\n"},
+        {SMTP_RCPT_MIXED, "550 5.1.1 no such user\r\n", "RCPT TO", "", 2, false, false,
+         "4.1.1 1 of 3 recipients refused by mx.example.org[192.0.2.1] (550 5.1.1 no such "
+         "user); nothing was sent, all are retried (a recipient limit of 1 gives each its own "
+         "status)\n"},
+        {SMTP_RCPT_MIXED, "550 no such user\r\n", "RCPT TO", "", 1, false, false,
+         "4.0.0 2 of 3 recipients refused by mx.example.org[192.0.2.1] (550 no such user); "
+         "nothing was sent, all are retried (a recipient limit of 1 gives each its own "
+         "status)\n"},
+        {SMTP_TOO_BIG, NULL, "", "message size 20 exceeds the server's limit 10", 0, false, false,
+         "5.3.4 message too big for mx.example.org[192.0.2.1]: message size 20 exceeds the "
+         "server's limit 10\n"},
+        {SMTP_NEED_UTF8, NULL, "", "", 0, false, false,
+         "5.6.7 SMTPUTF8 is required, but was not offered by host mx.example.org[192.0.2.1]\n"},
+    };
+    const struct smtp_peer base = {.host = "mx.example.org", .addr = "192.0.2.1", .port = 25,
+                                   .domain = "example.org", .nrcpts = 3};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        static struct smtp_result res;
+        struct smtp_peer peer = base;
+        struct outcome out;
+        struct attempts at = {0};
+        char line[1200];
+        memset(&res, 0, sizeof(res));
+        res.status = cases[i].status;
+        if (cases[i].reply != NULL)
+            res.reply = reply_of(cases[i].reply);
+        snprintf(res.stage, sizeof(res.stage), "%s", cases[i].stage);
+        snprintf(res.err, sizeof(res.err), "%s", cases[i].err);
+        res.accepted = cases[i].accepted;
+        peer.tls_failed = cases[i].tls_failed;
+        bool next = smtp_result_outcome(&res, &peer, &out, &at);
+        CHECKF(next == cases[i].next, "case %zu: next %d", i, next);
+        if (next)
+            snprintf(line, sizeof(line), "%s %s", at.dsn, at.text);
+        else
+            dsn_format(&out, line, sizeof(line));
+        CHECKF(strcmp(line, cases[i].want) == 0, "case %zu: %s", i, line);
+    }
+}
+
 int main(void)
 {
     char err[256];
@@ -238,6 +327,7 @@ int main(void)
     UNIT_RUN(test_all_or_nothing);
     UNIT_RUN(test_refusals);
     UNIT_RUN(test_connection_loss);
+    UNIT_RUN(test_result_outcome);
     spool_close(&msg);
     return unit_summary();
 }
