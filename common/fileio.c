@@ -181,7 +181,7 @@ int fileio_atomic_commit(struct fileio_atomic *w, char *err, size_t errlen)
     char proc[64], dir[4096];
     int e, dfd;
 
-    if (fsync(w->fd) < 0) {
+    if (!w->no_sync && fsync(w->fd) < 0) {
         e = errno;
         fileio_atomic_abort(w);
         return fileio_fail(e, err, errlen, NULL);
@@ -212,7 +212,7 @@ int fileio_atomic_commit(struct fileio_atomic *w, char *err, size_t errlen)
      * here (some file systems refuse fsync on directories) changes nothing
      * readers see, so it is not reported. */
     fileio_dir_of(w->name, dir, sizeof(dir));
-    dfd = openat(w->dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    dfd = w->no_sync ? -1 : openat(w->dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         (void)fsync(dfd);
         close(dfd);

@@ -41,9 +41,13 @@ int fileio_read(int dirfd, const char *path, int extra_flags, size_t max, char *
                 size_t *len_r, char *err, size_t errlen);
 
 /* A file being written. Fields are private except fd, which the caller
- * writes the content to (blocking; fd_write_all() or fdopen(dup(fd))). */
+ * writes the content to (blocking; fd_write_all() or fdopen(dup(fd))), and
+ * no_sync, which the caller may set between begin and commit. */
 struct fileio_atomic {
     int fd;
+    int no_sync;        /* commit without the fsyncs: readers still see the old or
+                         * the new file, but a crash may lose the new one (for
+                         * advisory data written often, e.g. the transport's state) */
     int dirfd;       /* where name lives */
     char name[4096]; /* the target, relative to dirfd */
     char tmp[4200];  /* the temporary name, when one is used */

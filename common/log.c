@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "fdio.h"
@@ -69,6 +70,29 @@ static const char *log_label(enum log_level level)
     return "?????";
 }
 
+static bool log_syslog;
+
+void log_to_syslog(const char *ident)
+{
+    openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+    log_syslog = true;
+}
+
+/* A line for syslog: its priority from the label it starts with. */
+static void log_syslog_line(const char *line, size_t len)
+{
+    static const struct {
+        const char *start;
+        int prio;
+    } prios[] = {{"[ERROR", LOG_ERR}, {"[WARN", LOG_WARNING}, {"[DEBUG", LOG_DEBUG},
+                 {"[TRACE", LOG_DEBUG}};
+    int prio = line[0] == '[' ? LOG_INFO : LOG_ERR; /* fatal() and panic() */
+    for (size_t i = 0; i < sizeof(prios) / sizeof(prios[0]); i++)
+        if (strncmp(line, prios[i].start, strlen(prios[i].start)) == 0)
+            prio = prios[i].prio;
+    syslog(prio, "%.*s", (int)(len > 0 && line[len - 1] == '\n' ? len - 1 : len), line);
+}
+
 /* Length of the valid UTF-8 sequence at p[0..n) (a lead byte >= 0x80), or 0. */
 static size_t utf8_seq(const char *p, size_t n)
 {
@@ -107,6 +131,10 @@ static void log_sanitize(char *text, size_t len)
  * cannot be written is lost: there is nowhere to report it. */
 static void log_write(const char *line, size_t len)
 {
+    if (log_syslog) {
+        log_syslog_line(line, len);
+        return;
+    }
     (void)fd_write_all(STDERR_FILENO, line, len);
 }
 

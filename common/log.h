@@ -31,6 +31,13 @@ enum log_level { LOGL_ERROR = 1, LOGL_WARN, LOGL_INFO, LOGL_DEBUG, LOGL_TRACE };
  * NULL (info). Call once at start-up, before threads. */
 void log_init(const char *progname, const char *level);
 
+/* Sends every line to syslog(3) from now on instead of stderr, as ident with
+ * its pid, facility mail, each at its level's priority (fatal() and panic()
+ * lines at LOG_ERR). For a program whose stderr is not a log:
+ * filtermail-transport's stderr is the DSN text pipe(8) reads. Call once at
+ * start-up; ident must stay valid. */
+void log_to_syslog(const char *ident);
+
 /* Parses a level name (error, warn, info, debug, trace; any case). Returns 0 and
  * sets *level_r, or -1. */
 int log_parse_level(const char *name, enum log_level *level_r);

@@ -60,11 +60,13 @@ struct mconn {
 /* ------------------------------------------------------------------------ */
 /* One connection. */
 
-/* Sends the replies the session produced. */
+/* Sends the replies the session produced. The socket is blocking: each
+ * send(2) that stalls is bounded by SO_SNDTIMEO (cfg.timeout), so fd_send_all
+ * gets no wait of its own. */
 static int flush(struct mconn *c)
 {
     struct buf *out = msess_output(c->ms);
-    if (out->len > 0 && fd_send_all(c->fd, out->data, out->len) < 0)
+    if (out->len > 0 && fd_send_all(c->fd, out->data, out->len, 0, 0) < 0)
         return -1;
     buf_reset(out);
     return 0;

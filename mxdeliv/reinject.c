@@ -1,4 +1,4 @@
-/* reinject: SMTP replies, and the client session towards Postfix. */
+/* reinject: the client session towards Postfix, on the shared SMTP client. */
 #include "reinject.h"
 
 #include <arpa/inet.h>
@@ -7,125 +7,36 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* ------------------------------------------------------------------------ */
-/* Replies. */
+#include "clock.h"
+#include "netio.h"
+#include "smtpreply.h"
 
-void reinject_parser_init(struct reinject_parser *p)
-{
-    memset(p, 0, sizeof(*p));
-}
-
-static int line_byte(struct reinject_parser *p, char c)
-{
-    if (p->line_len >= REINJECT_LINE_MAX)
-        return -1;
-    if (p->line_len < sizeof(p->line) - 1)
-        p->line[p->line_len] = c;
-    p->line_len++;
-    return 0;
-}
-
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-/* Checks the line just ended; returns its code, or -1. */
-static int line_code(const struct reinject_parser *p)
-{
-    const char *l = p->line;
-    if (p->line_len < 3 || l[0] < '2' || l[0] > '5' || !is_digit(l[1]) || !is_digit(l[2]))
-        return -1;
-    if (p->line_len > 3 && l[3] != ' ' && l[3] != '-')
-        return -1;
-    return (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
-}
-
-static bool line_is_pipelining(const struct reinject_parser *p)
-{
-    const size_t k = sizeof("PIPELINING") - 1;
-    if (p->line_len < 4 + k)
-        return false;
-    if (strncasecmp(p->line + 4, "PIPELINING", k) != 0)
-        return false;
-    return p->line_len == 4 + k || p->line[4 + k] == ' ';
-}
-
-int reinject_parser_push(struct reinject_parser *p, const char *data, size_t n, size_t *used_r,
-                         struct reinject_reply *reply)
-{
-    for (size_t i = 0; i < n; i++) {
-        char c = data[i];
-        int code;
-
-        if (c != '\n') {
-            /* A CR counts as text unless an LF follows it. */
-            if (p->cr && line_byte(p, '\r') < 0)
-                return -1;
-            p->cr = c == '\r';
-            if (!p->cr && line_byte(p, c) < 0)
-                return -1;
-            continue;
-        }
-        p->cr = false;
-        code = line_code(p);
-        if (code < 0 || (p->lines > 0 && code != p->code))
-            return -1;
-        p->code = code;
-        if (line_is_pipelining(p))
-            p->pipelining = true;
-        if (++p->lines > REINJECT_LINES_MAX)
-            return -1;
-        if (p->line_len > 3 && p->line[3] == '-') {
-            p->line_len = 0;
-            continue;
-        }
-        /* The final line. */
-        size_t len = p->line_len < sizeof(p->line) - 1 ? p->line_len : sizeof(p->line) - 1;
-        for (size_t j = 0; j < len; j++) {
-            unsigned char b = (unsigned char)p->line[j];
-            reply->text[j] = b >= 0x20 && b <= 0x7e ? (char)b : '?';
-        }
-        reply->text[len] = '\0';
-        reply->code = code;
-        reply->pipelining = p->pipelining;
-        reply->detail[0] = '\0';
-        *used_r = i + 1;
-        reinject_parser_init(p);
-        return 1;
-    }
-    *used_r = n;
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* The session. */
-
-#define IN_SIZE 4096
 #define OUT_SIZE (64 * 1024)
 /* RCPTs written before their replies are read, so that neither side can
  * block writing while the other does too (RFC 2920 section 3.1). */
 #define PIPELINE_BATCH 100
 
+static const struct smtp_reply_limits reply_limits = {
+    .line_max = REINJECT_LINE_MAX,
+    .lines_max = REINJECT_LINES_MAX,
+};
+
 struct reinject {
-    int fd;
+    struct conn c;
     const struct reinject_config *cfg;
     bool pipelining;
     bool broken;  /* a failure happened: only close is allowed */
     char last[2]; /* the last two data bytes written */
     size_t data_len;
-    struct reinject_parser parser;
-    size_t in_off, in_len;
+    struct smtp_reply_parser parser;
+    struct smtp_reply sr;
     size_t out_len;
-    char in[IN_SIZE];
     char out[OUT_SIZE];
 };
 
@@ -137,52 +48,20 @@ static void set_reply(struct reinject_reply *reply, int code, const char *text, 
     snprintf(reply->detail, sizeof(reply->detail), "%s", detail);
 }
 
-static int io_error(struct reinject *r, struct reinject_reply *reply, const char *what, int err)
+/* An I/O failure: the connection's reason goes to the log, 451 upstream. */
+static int io_error(struct reinject *r, struct reinject_reply *reply, const char *what)
 {
     char detail[sizeof(reply->detail)];
-    snprintf(detail, sizeof(detail), "%s: %s", what,
-             err == ETIMEDOUT ? "timed out"
-             : err == 0       ? "connection closed"
-                              : strerror(err));
+    snprintf(detail, sizeof(detail), "%s: %.120s", what, r->c.err);
     set_reply(reply, 451, "451 I/O error", detail);
     r->broken = true;
     return -1;
 }
 
-/* Waits until fd is ready for events; 0, or -1 with errno (ETIMEDOUT). */
-static int wait_fd(int fd, short events, int timeout_ms)
-{
-    struct pollfd pfd = {.fd = fd, .events = events};
-    for (;;) {
-        int n = poll(&pfd, 1, timeout_ms);
-        if (n > 0)
-            return 0;
-        if (n == 0) {
-            errno = ETIMEDOUT;
-            return -1;
-        }
-        if (errno != EINTR)
-            return -1;
-    }
-}
-
 static int flush(struct reinject *r, struct reinject_reply *reply, const char *what)
 {
-    size_t off = 0;
-    while (off < r->out_len) {
-        ssize_t w = send(r->fd, r->out + off, r->out_len - off, MSG_NOSIGNAL);
-        if (w > 0) {
-            off += (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(r->fd, POLLOUT, r->cfg->timeout_ms) == 0)
-                continue;
-        }
-        return io_error(r, reply, what, errno);
-    }
+    if (r->out_len > 0 && conn_write(&r->c, r->out, r->out_len) < 0)
+        return io_error(r, reply, what);
     r->out_len = 0;
     return 0;
 }
@@ -203,41 +82,26 @@ static int put(struct reinject *r, const char *p, size_t n, struct reinject_repl
     return 0;
 }
 
-/* Reads one reply; 0, or -1 (I/O error, closed, malformed). */
+/* Reads one reply; 0, or -1 (I/O error, closed, timed out, malformed). */
 static int read_reply(struct reinject *r, struct reinject_reply *reply, const char *what)
 {
-    char detail[sizeof(reply->detail)];
-    for (;;) {
-        if (r->in_off < r->in_len) {
-            size_t used;
-            int st = reinject_parser_push(&r->parser, r->in + r->in_off, r->in_len - r->in_off,
-                                          &used, reply);
-            if (st < 0) {
-                snprintf(detail, sizeof(detail), "%s: malformed reply", what);
-                set_reply(reply, 451, "451 I/O error", detail);
-                r->broken = true;
-                return -1;
-            }
-            r->in_off += used;
-            if (st == 1)
-                return 0;
-        }
-        r->in_off = r->in_len = 0;
-        ssize_t got = recv(r->fd, r->in, sizeof(r->in), 0);
-        if (got > 0) {
-            r->in_len = (size_t)got;
-            continue;
-        }
-        if (got == 0)
-            return io_error(r, reply, what, 0);
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (wait_fd(r->fd, POLLIN, r->cfg->timeout_ms) == 0)
-                continue;
-        }
-        return io_error(r, reply, what, errno);
+    int rc = conn_read_reply(&r->c, &r->parser, &r->sr);
+    if (rc == -2) {
+        char detail[sizeof(reply->detail)];
+        snprintf(detail, sizeof(detail), "%s: malformed reply (%.100s)", what, r->c.err);
+        set_reply(reply, 451, "451 I/O error", detail);
+        r->broken = true;
+        return -1;
     }
+    if (rc < 0)
+        return io_error(r, reply, what);
+    struct smtp_caps caps;
+    smtp_caps_parse(&r->sr, &caps);
+    reply->code = r->sr.code;
+    smtp_reply_last_line(&r->sr, reply->text, sizeof(reply->text));
+    reply->pipelining = caps.pipelining;
+    reply->detail[0] = '\0';
+    return 0;
 }
 
 /* Reads a reply that must have a code in [lo, hi]. A 4xx or 5xx is the
@@ -267,8 +131,14 @@ void reinject_helo_name(const char *ip, char *out, size_t outlen)
     snprintf(out, outlen, strchr(ip, ':') != NULL ? "[IPv6:%s]" : "[%s]", ip);
 }
 
-int reinject_open_fd(int fd, const struct reinject_config *cfg, struct reinject **r_r,
-                     struct reinject_reply *reply)
+static int64_t session_deadline(const struct reinject_config *cfg)
+{
+    return (int64_t)clock_mono_ms() + (cfg->session_ms > 0 ? cfg->session_ms : REINJECT_SESSION_MS);
+}
+
+/* The session on a connected socket, within the session's deadline. */
+static int open_session(int fd, int64_t deadline, const struct reinject_config *cfg,
+                        struct reinject **r_r, struct reinject_reply *reply)
 {
     struct reinject *r;
     int flags, one = 1;
@@ -282,12 +152,13 @@ int reinject_open_fd(int fd, const struct reinject_config *cfg, struct reinject 
         set_reply(reply, 451, "451 I/O error", "out of memory");
         return -1;
     }
-    r->fd = fd;
+    conn_init(&r->c, fd, cfg->timeout_ms, deadline);
     r->cfg = cfg;
-    reinject_parser_init(&r->parser);
+    smtp_reply_parser_init(&r->parser, &reply_limits);
     flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-        io_error(r, reply, "socket", errno);
+        snprintf(r->c.err, sizeof(r->c.err), "%s", strerror(errno));
+        io_error(r, reply, "socket");
         reinject_close(&r);
         return -1;
     }
@@ -310,49 +181,10 @@ int reinject_open_fd(int fd, const struct reinject_config *cfg, struct reinject 
     return 0;
 }
 
-/* "ip:port" or "[ip6]:port". */
-static void format_addr(const struct sockaddr *sa, char *out, size_t outlen)
+int reinject_open_fd(int fd, const struct reinject_config *cfg, struct reinject **r_r,
+                     struct reinject_reply *reply)
 {
-    char ip[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
-        port = ntohs(in->sin_port);
-        snprintf(out, outlen, "%s:%u", ip, port);
-    } else {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-        port = ntohs(in6->sin6_port);
-        snprintf(out, outlen, "[%s]:%u", ip, port);
-    }
-}
-
-/* A non-blocking connect with a timeout; the socket, or -1 with errno. */
-static int connect_to(const struct addrinfo *ai, int timeout_ms)
-{
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    int err = 0;
-    socklen_t len = sizeof(err);
-
-    if (fd < 0)
-        return -1;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-        return fd;
-    if (errno != EINPROGRESS)
-        goto fail;
-    if (wait_fd(fd, POLLOUT, timeout_ms) < 0)
-        goto fail;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        goto fail;
-    if (err == 0)
-        return fd;
-    errno = err;
-fail:
-    err = errno;
-    close(fd);
-    errno = err;
-    return -1;
+    return open_session(fd, session_deadline(cfg), cfg, r_r, reply);
 }
 
 int reinject_open(const struct reinject_config *cfg, struct reinject **r_r,
@@ -361,10 +193,12 @@ int reinject_open(const struct reinject_config *cfg, struct reinject **r_r,
     struct addrinfo hints = {
         .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *res = NULL;
+    struct sockaddr_storage sa[NETIO_HE_MAX_ADDRS];
     char port[8], tried[REINJECT_TEXT_MAX - 80] = "", addr[INET6_ADDRSTRLEN + 10];
-    char text[REINJECT_TEXT_MAX], detail[sizeof(reply->detail)] = "";
-    size_t off = 0;
-    int rc, fd = -1;
+    char text[REINJECT_TEXT_MAX], detail[sizeof(reply->detail)], err[256];
+    size_t off = 0, n = 0, winner;
+    int64_t deadline = session_deadline(cfg);
+    int rc, fd;
 
     *r_r = NULL;
     snprintf(port, sizeof(port), "%u", (unsigned)cfg->port);
@@ -374,28 +208,31 @@ int reinject_open(const struct reinject_config *cfg, struct reinject **r_r,
         set_reply(reply, 451, "451 Resolver error", detail);
         return -1;
     }
-    for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+    for (const struct addrinfo *ai = res; ai != NULL && n < NETIO_HE_MAX_ADDRS; ai = ai->ai_next) {
+        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+            ai->ai_addrlen > sizeof(sa[n]))
             continue;
-        fd = connect_to(ai, cfg->timeout_ms);
-        if (fd >= 0)
-            break;
-        format_addr(ai->ai_addr, addr, sizeof(addr));
-        snprintf(detail, sizeof(detail), "connecting to %s: %s", addr,
-                 errno == ETIMEDOUT ? "timed out" : strerror(errno));
+        memset(&sa[n], 0, sizeof(sa[n]));
+        memcpy(&sa[n], ai->ai_addr, ai->ai_addrlen);
+        netio_addr_text(&sa[n], err, sizeof(err));
+        snprintf(addr, sizeof(addr), ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s", err, port);
         /* Upstream's text: the addresses in Rust's Debug list form. */
         rc = snprintf(tried + off, sizeof(tried) - off, "%s\"%s\"", off ? ", " : "", addr);
         if (rc > 0 && (size_t)rc < sizeof(tried) - off)
             off += (size_t)rc;
+        n++;
     }
     freeaddrinfo(res);
+    fd = netio_he_connect(sa, n, NETIO_HE_STAGGER_MS, cfg->timeout_ms, deadline, &winner, err,
+                          sizeof(err));
     if (fd < 0) {
         snprintf(text, sizeof(text),
                  "450 Failed to connect to any of the following addresses: [%s]", tried);
-        set_reply(reply, 450, text, detail[0] ? detail : "no address to connect to");
+        snprintf(detail, sizeof(detail), "connecting to %.140s", err);
+        set_reply(reply, 450, text, detail);
         return -1;
     }
-    return reinject_open_fd(fd, cfg, r_r, reply);
+    return open_session(fd, deadline, cfg, r_r, reply);
 }
 
 static bool path_ok(const char *a)
@@ -518,8 +355,7 @@ void reinject_close(struct reinject **r)
 {
     if (*r == NULL)
         return;
-    if ((*r)->fd >= 0)
-        close((*r)->fd);
+    conn_close(&(*r)->c);
     free(*r);
     *r = NULL;
 }

@@ -1,25 +1,26 @@
 /* reinject: the SMTP client that hands a /mxdeliv POST to Postfix (spec 3.5).
  *
- * Two parts:
- *
- *  - a push parser for SMTP replies (multi-line replies, PIPELINING in an
- *    EHLO reply), pure, with limits on line length and line count;
- *  - a session on a TCP connection to Postfix's reinjection smtpd: greeting,
- *    `EHLO [<filtermail_host>]`, then `MAIL FROM:<s>`, one `RCPT TO:<r>` per
- *    recipient and `DATA` (written back to back when the server offers
- *    PIPELINING), the mail data as it arrives (already SMTP-transparent: it
- *    is written as it is), then the final `.` and QUIT. No MAIL/RCPT
- *    parameters, no TLS. Every connect, read and write has a timeout; the
- *    socket has TCP_NODELAY and writes go out in large pieces.
+ * A session on a TCP connection to Postfix's reinjection smtpd: greeting,
+ * `EHLO [<filtermail_host>]`, then `MAIL FROM:<s>`, one `RCPT TO:<r>` per
+ * recipient and `DATA` (written back to back when the server offers
+ * PIPELINING), the mail data as it arrives (already SMTP-transparent: it is
+ * written as it is), then the final `.` and QUIT. No MAIL/RCPT parameters,
+ * no TLS. It runs on the shared SMTP client parts: common/netio (connect
+ * with a timeout, buffered replies, whole writes) and common/smtpreply (the
+ * reply parser, with the limits below). Every connect, reply and write has a
+ * timeout, and the whole session a deadline; the socket has TCP_NODELAY and
+ * writes go out in large pieces.
  *
  * Every failure gives the reply to pass back upstream (struct reinject_reply):
  * the server's own reply when it refused a step (its final line, as it is),
  * `450 Failed to connect to any of the following addresses: [...]` when no
  * address could be connected, `451 I/O error` for an I/O error, a timeout or
  * a malformed reply, `451 Resolver error` when the host name does not
- * resolve. After a failure the session can only be closed; closing a session
- * whose data was not finished makes the server discard the message (no final
- * `.` was sent).
+ * resolve. Success (0 from reinject_finish) means the server answered 2xx to
+ * the final dot after accepting every recipient: Postfix queued the message
+ * for all of them. After a failure the session can only be closed; closing a
+ * session whose data was not finished makes the server discard the message
+ * (no final `.` was sent).
  *
  * Sessions are independent: one per thread at a time; nothing is global.
  */
@@ -38,40 +39,26 @@
 /* The most of a reply's final line kept (longer text is cut). */
 #define REINJECT_TEXT_MAX 512
 
+/* The whole session's default deadline, from the connect on: longer than
+ * mxdeliv's request deadline (600 s from the end of the headers) and a reply
+ * wait, so it ends only a session something else failed to bound (a server
+ * answering each of many recipients just within the timeout). */
+#define REINJECT_SESSION_MS (720 * 1000)
+
 struct reinject_reply {
     int code;                     /* 200-599 */
     char text[REINJECT_TEXT_MAX]; /* final line, code included, no CRLF; bytes
                                    * outside printable ASCII became '?' */
-    bool pipelining;              /* a line's keyword is PIPELINING (EHLO) */
+    bool pipelining;              /* the EHLO reply announced PIPELINING */
     char detail[160];             /* for the log: what failed, or "" */
 };
-
-struct reinject_parser {
-    int state;
-    size_t line_len; /* bytes of the current line so far (CR/LF excluded) */
-    size_t lines;    /* complete lines of this reply */
-    int code;        /* of the first line */
-    bool pipelining;
-    bool cr;                      /* the previous byte was a CR */
-    char line[REINJECT_TEXT_MAX]; /* the current line's first bytes */
-};
-
-/* Sets up a parser for one reply. */
-void reinject_parser_init(struct reinject_parser *p);
-
-/* Takes the next n bytes of server output. Returns 1 when a reply is
- * complete: *reply is filled, *used_r bytes were consumed (the rest belongs
- * to the next reply) and the parser is ready for the next reply. Returns 0
- * when all n bytes were consumed and the reply goes on, -1 when the reply is
- * malformed (then the parser must be initialised again). */
-int reinject_parser_push(struct reinject_parser *p, const char *data, size_t n, size_t *used_r,
-                         struct reinject_reply *reply);
 
 struct reinject_config {
     const char *host; /* postfix_host: an IP address or a name */
     uint16_t port;    /* postfix_reinject_port_incoming */
     const char *helo; /* the EHLO argument, e.g. "[127.0.0.1]" */
-    int timeout_ms;   /* for the connect and each read and write */
+    int timeout_ms;   /* for the connect, each reply and each write */
+    int session_ms;   /* the whole session; 0: REINJECT_SESSION_MS */
 };
 
 struct reinject;
@@ -80,8 +67,9 @@ struct reinject;
  * "[IPv6:2001:db8::1]". */
 void reinject_helo_name(const char *ip, char *out, size_t outlen);
 
-/* Connects to cfg->host:cfg->port (every address the name resolves to, in
- * turn), reads the greeting and sends EHLO. Returns 0 and a session in
+/* Connects to cfg->host:cfg->port (every address the name resolves to,
+ * RFC 8305 style: one after another, a failure or 250 ms starting the next),
+ * reads the greeting and sends EHLO. Returns 0 and a session in
  * *r_r, or -1 with *reply set. cfg must outlive the session. */
 int reinject_open(const struct reinject_config *cfg, struct reinject **r_r,
                   struct reinject_reply *reply);

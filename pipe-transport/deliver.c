@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "https.h"
 #include "log.h"
 #include "mx.h"
@@ -17,6 +18,8 @@
 #define TARGET "filtermail::transport"
 #define MAX_OPS (3 * MX_MAX_HOSTS + 2)
 
+_Static_assert(MX_MAX_ADDRS <= NETIO_HE_MAX_ADDRS, "every address of a host is tried");
+
 void deliver_helo_name(const char *mail_domain, char *out, size_t outlen)
 {
     unsigned char b[16];
@@ -26,6 +29,19 @@ void deliver_helo_name(const char *mail_domain, char *out, size_t outlen)
         snprintf(out, outlen, "[IPv6:%s]", mail_domain);
     else
         snprintf(out, outlen, "%s", mail_domain);
+}
+
+void deliver_summary(const struct envelope *env, const struct deliver_report *rep, double delay,
+                     uint64_t size, const struct outcome *out, char *line, size_t linelen)
+{
+    bool sent = out->cls == OUTCOME_DELIVERED;
+    const char *status = sent ? "sent" : out->cls == OUTCOME_BOUNCE ? "bounced" : "deferred";
+    snprintf(line, linelen,
+             "to=<%.300s>%s, relay=%s%s%s%s%s, delay=%.3f, size=%llu, status=%s (%s%s%s)",
+             env->rcpts[0], env->nrcpts > 1 ? " and others" : "", rep->relay,
+             rep->channel[0] ? "/" : "", rep->channel, rep->tls[0] ? ", tls=" : "", rep->tls,
+             delay, (unsigned long long)size, status, sent ? "" : out->dsn, sent ? "" : " ",
+             out->text);
 }
 
 struct run {
@@ -54,7 +70,7 @@ static void op(struct run *r, bool set, enum state_kind kind, const char *host, 
 
 static int remaining(const struct run *r, int limit_ms)
 {
-    int64_t left = r->ctx->deadline - netio_now_ms();
+    int64_t left = r->ctx->deadline - (int64_t)clock_mono_ms();
     if (left < 0)
         left = 0;
     return left < limit_ms ? (int)left : limit_ms;
@@ -139,8 +155,8 @@ enum host_result { HOST_DONE, HOST_NEXT };
 /* SMTP to one host whose addresses are known. */
 static enum host_result try_smtp(struct run *r, const char *host, bool literal, bool mx_secure,
                                  const struct mx_addrs *addrs, bool https_failed,
-                                 struct outcome *out, struct deliver_report *rep, char *last,
-                                 size_t lastlen, bool *down_r)
+                                 struct outcome *out, struct deliver_report *rep,
+                                 struct attempts *at, bool *down_r)
 {
     const struct config *cfg = r->ctx->cfg;
     const struct envelope *env = r->env;
@@ -162,8 +178,8 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
             mx_tlsa_lookup(r->ctx->dns, host, port,
                            remaining(r, (int)cfg->dns_timeout * 1000), &tlsa);
             if (tlsa.status == MX_TLSA_TEMPFAIL) {
-                snprintf(last, lastlen, "4.7.5 TLSA lookup for %s failed: %s", host, tlsa.why);
-                log_warn(TARGET, "%s: %s", r->ctx->queue_id, last + 6);
+                attempts_note(at, "4.7.5", "TLSA lookup for %s failed: %s", host, tlsa.why);
+                log_warn(TARGET, "%s: %s", r->ctx->queue_id, at->text);
                 return HOST_NEXT;
             }
             if (tlsa.status == MX_TLSA_USABLE) {
@@ -197,13 +213,13 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
                               r->ctx->deadline, &winner, err, sizeof(err));
     if (fd < 0) {
         free(sess);
-        snprintf(last, lastlen, "4.4.1 connect to %s: %s", host, err);
+        attempts_note(at, "4.4.1", "connect to %s: %s", host, err);
         log_warn(TARGET, "%s: Connection error relaying to mail server %s: %s", r->ctx->queue_id,
                  host, err);
         *down_r = true;
         return HOST_NEXT;
     }
-    mx_addr_text(&addrs->sa[winner], addr, sizeof(addr));
+    netio_addr_text(&addrs->sa[winner], addr, sizeof(addr));
     struct conn c;
     conn_init(&c, fd, (int)cfg->transport_io_timeout * 1000, r->ctx->deadline);
     struct smtp_job job = {
@@ -230,20 +246,19 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
     snprintf(rep->relay, sizeof(rep->relay), "%s[%s]:%u", host, addr, (unsigned)port);
     snprintf(rep->channel, sizeof(rep->channel), "smtp");
 
-    enum host_result hr = HOST_DONE;
-    char line[600];
+    struct smtp_peer peer = {.host = host, .addr = addr, .port = port, .domain = env->domain,
+                             .nrcpts = env->nrcpts,
+                             .tls_failed = u.used && tls_conn_ssl(&c) == NULL};
+    enum host_result hr = smtp_result_outcome(res, &peer, out, at) ? HOST_NEXT : HOST_DONE;
     switch (res->status) {
     case SMTP_SENT:
-        smtp_reply_oneline(&res->reply, line, sizeof(line));
-        outcome_set(out, OUTCOME_DELIVERED, "2.0.0", "delivered via SMTP to %s[%s]:%u (%s)", host,
-                    addr, (unsigned)port, line);
         if (https_failed)
             op(r, true, STATE_HTTPS_REFUSED, host, cfg->transport_https_port,
                r->ctx->now_unix + STATE_HTTPS_REFUSED_TIME);
-        if (c.ssl != NULL && key[0] != '\0') {
+        if (key[0] != '\0') {
             unsigned char *der;
             size_t len;
-            if (tls_session_export(c.ssl, &der, &len) == 0) {
+            if (tls_session_export(&c, &der, &len) == 0) {
                 session_store(r, key, der, len);
                 free(der);
             }
@@ -252,57 +267,15 @@ static enum host_result try_smtp(struct run *r, const char *host, bool literal, 
     case SMTP_CONN_ERROR:
         /* Upstream: HTTPS is tried at once next time. */
         op(r, false, STATE_HTTPS_REFUSED, host, cfg->transport_https_port, 0);
-        if (u.used && c.ssl == NULL)
-            snprintf(last, lastlen, "4.7.5 TLS failure with %s[%s]: %s", host, addr, res->err);
-        else
-            snprintf(last, lastlen, "4.4.2 %s[%s]: %s", host, addr, res->err);
         log_warn(TARGET, "%s: Connection error relaying to mail server %s: %s", r->ctx->queue_id,
-                 host, last + 6);
-        hr = HOST_NEXT;
-        break;
-    case SMTP_LOST_AFTER_DATA:
-        outcome_set(out, OUTCOME_TEMPFAIL, "4.4.2",
-                    "lost connection with %s[%s] after the end of the data: %s (the message may "
-                    "have been accepted; no other host is tried)",
-                    host, addr, res->err);
+                 host, at->text);
         break;
     case SMTP_REJECTED:
-        outcome_from_reply(out, &res->reply, host, addr, res->stage);
-        log_warn(TARGET, "%s: Message rejected by mail server %s: %s", r->ctx->queue_id, host,
-                 out->text);
-        break;
     case SMTP_NO_STARTTLS:
-        if (strcmp(res->stage, "STARTTLS") == 0) {
-            smtp_reply_oneline(&res->reply, line, sizeof(line));
-            outcome_set(out, OUTCOME_TEMPFAIL, "4.7.5",
-                        "STARTTLS refused by %s[%s] (%s): mail for %s is only sent encrypted",
-                        host, addr, line, env->domain);
-        } else {
-            outcome_set(out, OUTCOME_TEMPFAIL, "4.7.5",
-                        "STARTTLS not offered by %s[%s]: mail for %s is only sent encrypted",
-                        host, addr, env->domain);
-        }
         log_warn(TARGET, "%s: Message rejected by mail server %s: %s", r->ctx->queue_id, host,
                  out->text);
         break;
-    case SMTP_RCPT_MIXED: {
-        char dsn[16] = "4.0.0";
-        if (res->reply.enhanced[0] != '\0')
-            snprintf(dsn, sizeof(dsn), "4%s", res->reply.enhanced + 1);
-        smtp_reply_oneline(&res->reply, line, sizeof(line));
-        outcome_set(out, OUTCOME_TEMPFAIL, dsn,
-                    "%zu of %zu recipients refused by %s[%s] (%s); nothing was sent, all are "
-                    "retried (a recipient limit of 1 gives each its own status)",
-                    env->nrcpts - res->accepted, env->nrcpts, host, addr, line);
-        break;
-    }
-    case SMTP_TOO_BIG:
-        outcome_set(out, OUTCOME_BOUNCE, "5.3.4", "message too big for %s[%s]: %s", host, addr,
-                    res->err);
-        break;
-    case SMTP_NEED_UTF8:
-        outcome_set(out, OUTCOME_BOUNCE, "5.6.7",
-                    "SMTPUTF8 is required, but was not offered by host %s[%s]", host, addr);
+    default:
         break;
     }
     if (res->status != SMTP_CONN_ERROR)
@@ -318,8 +291,7 @@ void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
     struct run r = {.ctx = ctx, .env = env, .msg = msg};
     const struct config *cfg = ctx->cfg;
     struct mx_result *mx = calloc(1, sizeof(*mx));
-    char last[700] = "";
-    size_t tried = 0, noaddr = 0, skipped = 0;
+    struct attempts at = {0};
     bool done = false;
 
     memset(rep, 0, sizeof(*rep));
@@ -365,15 +337,15 @@ void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
         struct mx_addrs addrs;
 
         if (remaining(&r, 1) <= 0) {
-            snprintf(last, sizeof(last), "4.4.7 delivery deadline of %u s reached",
-                     (unsigned)cfg->transport_deadline);
+            attempts_note(&at, "4.4.7", "delivery deadline of %u s reached",
+                          (unsigned)cfg->transport_deadline);
             break;
         }
         if (!literal && state_has(&r.table, STATE_DOWN, host, cfg->transport_smtp_port,
                                   ctx->now_unix)) {
             log_debug(TARGET, "%s: skipping %s: it failed to answer recently", ctx->queue_id,
                       host);
-            skipped++;
+            at.skipped++;
             continue;
         }
         if (literal) {
@@ -395,18 +367,17 @@ void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
             mx_resolve(ctx->dns, host, cfg->transport_smtp_port,
                        remaining(&r, (int)cfg->dns_timeout * 1000), &addrs);
             if (addrs.status == MX_ADDR_TEMPFAIL) {
-                snprintf(last, sizeof(last), "4.4.3 DNS resolution failed for %s: %s", host,
-                         addrs.why);
-                log_warn(TARGET, "%s: %s", ctx->queue_id, last + 6);
+                attempts_note(&at, "4.4.3", "DNS resolution failed for %s: %s", host, addrs.why);
+                log_warn(TARGET, "%s: %s", ctx->queue_id, at.text);
                 continue;
             }
             if (addrs.status == MX_ADDR_NONE) {
-                noaddr++;
-                snprintf(last, sizeof(last), "4.4.4 no address for %s", host);
+                at.noaddr++;
+                attempts_note(&at, "4.4.4", "no address for %s", host);
                 continue;
             }
         }
-        tried++;
+        at.tried++;
         bool verify = !literal && !env->underscore;
         bool https_failed = false;
         if (!literal && state_has(&r.table, STATE_HTTPS_REFUSED, host, cfg->transport_https_port,
@@ -422,7 +393,7 @@ void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
         }
         bool down = false;
         enum host_result hr = try_smtp(&r, host, literal, mx->secure, &addrs, https_failed, out,
-                                       rep, last, sizeof(last), &down);
+                                       rep, &at, &down);
         if (down && remaining(&r, 1) > 0)
             op(&r, true, STATE_DOWN, host, cfg->transport_smtp_port,
                ctx->now_unix + cfg->transport_down_time);
@@ -430,24 +401,8 @@ void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
             done = true;
     }
     if (!done) {
-        if (tried == 0 && noaddr > 0 && noaddr == mx->n) {
-            outcome_set(out, OUTCOME_BOUNCE, "5.4.4", "no address for the mail server%s of %s",
-                        mx->n > 1 ? "s" : "", env->domain);
-        } else if (tried == 0 && skipped > 0 && last[0] == '\0') {
-            outcome_set(out, OUTCOME_TEMPFAIL, "4.4.1",
-                        "every mail server of %s failed to answer in the last %u s; not tried "
-                        "again yet",
-                        env->domain, (unsigned)cfg->transport_down_time);
-        } else if (last[0] != '\0') {
-            char dsn[8];
-            snprintf(dsn, sizeof(dsn), "%.5s", last);
-            outcome_set(out, OUTCOME_TEMPFAIL, dsn,
-                        "Failed to connect to any mail server for %s; last attempt: %s",
-                        env->domain, last + 6);
-        } else {
-            outcome_set(out, OUTCOME_TEMPFAIL, "4.4.1", "no mail server to try for %s",
-                        env->domain);
-        }
+        at.hosts = mx->n;
+        outcome_from_attempts(out, &at, env->domain, cfg->transport_down_time);
     }
     if (ctx->settled != NULL)
         ctx->settled(out);

@@ -32,7 +32,7 @@ struct deliver_ctx {
     struct dns_resolver *dns;            /* may be NULL for an address literal */
     struct state_store *state;           /* NULL: no shared state */
     const struct tls_policy_table *policy; /* NULL: no exceptions */
-    int64_t deadline;                    /* netio_now_ms() value to finish by */
+    int64_t deadline;                    /* clock_mono_ms() value to finish by */
     int64_t now_unix;                    /* wall clock at the start (state expiry) */
     uint32_t random;                     /* shuffles equal MX preferences */
     const char *queue_id;                /* for log lines ("-" when unknown) */
@@ -51,6 +51,15 @@ struct deliver_report {
 
 void deliver_run(const struct deliver_ctx *ctx, const struct envelope *env,
                  const struct spool *msg, struct outcome *out, struct deliver_report *rep);
+
+/* The delivery's log line after "<queue id>: ", as operators' mtail rules
+ * read it: "to=<bob@example.org> and others, relay=mx.example.org[192.0.2.1]
+ * :443/https, tls=..., delay=0.012, size=2048, status=sent (delivered via
+ * HTTPS ...)"; for a failure the status is bounced or deferred and the
+ * parenthesis starts with the DSN code. delay in seconds. Cut to fit linelen
+ * (> 0). Pure. */
+void deliver_summary(const struct envelope *env, const struct deliver_report *rep, double delay,
+                     uint64_t size, const struct outcome *out, char *line, size_t linelen);
 
 /* The EHLO argument for mail_domain: the name, or an address literal for an
  * IP address ("[192.0.2.1]", "[IPv6:2001:db8::1]"). Pure. */

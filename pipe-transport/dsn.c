@@ -73,6 +73,34 @@ void outcome_from_reply(struct outcome *o, const struct smtp_reply *r, const cha
                 stage);
 }
 
+void attempts_note(struct attempts *a, const char *dsn, const char *fmt, ...)
+{
+    va_list ap;
+    snprintf(a->dsn, sizeof(a->dsn), "%s", dsn);
+    va_start(ap, fmt);
+    vsnprintf(a->text, sizeof(a->text), fmt, ap);
+    va_end(ap);
+}
+
+void outcome_from_attempts(struct outcome *o, const struct attempts *a, const char *domain,
+                           unsigned down_time)
+{
+    if (a->tried == 0 && a->noaddr > 0 && a->noaddr == a->hosts)
+        outcome_set(o, OUTCOME_BOUNCE, "5.4.4", "no address for the mail server%s of %s",
+                    a->hosts > 1 ? "s" : "", domain);
+    else if (a->tried == 0 && a->skipped > 0 && a->dsn[0] == '\0')
+        outcome_set(o, OUTCOME_TEMPFAIL, "4.4.1",
+                    "every mail server of %s failed to answer in the last %u s; not tried "
+                    "again yet",
+                    domain, down_time);
+    else if (a->dsn[0] != '\0')
+        outcome_set(o, OUTCOME_TEMPFAIL, a->dsn,
+                    "Failed to connect to any mail server for %s; last attempt: %s", domain,
+                    a->text);
+    else
+        outcome_set(o, OUTCOME_TEMPFAIL, "4.4.1", "no mail server to try for %s", domain);
+}
+
 int dsn_exit_status(const struct outcome *o)
 {
     switch (o->cls) {

@@ -46,6 +46,29 @@ void outcome_set(struct outcome *o, enum outcome_class cls, const char *dsn, con
 void outcome_from_reply(struct outcome *o, const struct smtp_reply *r, const char *host,
                         const char *addr, const char *stage);
 
+/* What the attempts on a destination's mail servers came to, for when none
+ * of them settled the delivery. */
+struct attempts {
+    size_t hosts;   /* mail servers of the destination (1 for an address literal) */
+    size_t tried;   /* servers that had an address and were tried */
+    size_t noaddr;  /* servers without any address */
+    size_t skipped; /* servers skipped: they failed to answer recently */
+    char dsn[16];   /* the last failure's DSN code ("4.4.1"), "" when none */
+    char text[700]; /* its text, one line */
+};
+
+/* Records a failed attempt (a temporary DSN code and printf-formatted text,
+ * cut to fit); the last one recorded is the one reported. */
+void attempts_note(struct attempts *a, const char *dsn, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The outcome when no mail server of domain settled the delivery: a bounce
+ * when none of them has an address (5.4.4), else a deferral: with the last
+ * failure's code and text, or, when every server was skipped for failing to
+ * answer in the last down_time seconds, saying so (4.4.1). */
+void outcome_from_attempts(struct outcome *o, const struct attempts *a, const char *domain,
+                           unsigned down_time);
+
 /* The exit status for the outcome: 0, 75, 68 (5.1.2) or 69 (other bounces). */
 int dsn_exit_status(const struct outcome *o);
 

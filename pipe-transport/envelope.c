@@ -9,41 +9,7 @@
 
 #include <idn2.h>
 
-/* No control characters: an address goes into SMTP commands, HTTP headers
- * and log lines. */
-static bool envelope_safe(const char *a, size_t *len_r, bool *utf8_r)
-{
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)a; *p != '\0'; p++, n++) {
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-        if (*p >= 0x80)
-            *utf8_r = true;
-    }
-    *len_r = n;
-    return n <= ENVELOPE_ADDRESS_MAX;
-}
-
-bool envelope_valid_name(const char *s)
-{
-    size_t label = 0, total = 0;
-    if (*s == '\0' || *s == '.')
-        return false;
-    for (const char *p = s; *p != '\0'; p++, total++) {
-        char c = *p;
-        if (c == '.') {
-            if (label == 0)
-                return false;
-            label = 0;
-            continue;
-        }
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-            return false;
-        if (++label > 63)
-            return false;
-    }
-    return label > 0 && total <= 253;
-}
+#include "address.h"
 
 /* The domain of one recipient, normalised into out. */
 static enum envelope_status envelope_domain(const char *rcpt, char *out, size_t outlen,
@@ -119,7 +85,7 @@ static enum envelope_status envelope_domain(const char *rcpt, char *out, size_t 
     idn2_free(ace);
     if (dl > 1 && out[dl - 1] == '.')
         out[dl - 1] = '\0';
-    if (!envelope_valid_name(out)) {
+    if (!address_domain_name_ok(out)) {
         snprintf(err, errlen, "bad destination domain syntax in <%.300s>", rcpt);
         return ENVELOPE_BAD_ADDRESS;
     }
@@ -140,7 +106,9 @@ enum envelope_status envelope_check(const char *sender, const char *const *rcpts
         snprintf(err, errlen, "no recipient given");
         return ENVELOPE_NO_RECIPIENT;
     }
-    if (!envelope_safe(sender, &len, &env->smtputf8)) {
+    /* No control characters: an address goes into SMTP commands, HTTP
+     * headers and log lines. */
+    if (!address_path_safe(sender, ENVELOPE_ADDRESS_MAX, &len, &env->smtputf8)) {
         snprintf(err, errlen, "bad sender address");
         return ENVELOPE_BAD_ADDRESS;
     }
@@ -148,7 +116,7 @@ enum envelope_status envelope_check(const char *sender, const char *const *rcpts
         char dom[256];
         enum envelope_kind kind;
         int family;
-        if (!envelope_safe(rcpts[i], &len, &env->smtputf8)) {
+        if (!address_path_safe(rcpts[i], ENVELOPE_ADDRESS_MAX, &len, &env->smtputf8)) {
             snprintf(err, errlen, "bad recipient address (control characters or too long)");
             return ENVELOPE_BAD_ADDRESS;
         }

@@ -3,8 +3,8 @@
  * pipe(8) batches recipients per next hop, which is the recipient domain when
  * default_transport names no next hop: every recipient of one invocation must
  * have the same domain. The domain is either a name (lowercased, LDH labels
- * and '_', no final dot; an internationalised name in its ASCII "xn--" form)
- * or an address literal `[192.0.2.1]` / `[IPv6:2001:db8::1]`, which is
+ * and '_', no final dot; an internationalised name in its ASCII "xn--" form:
+ * address_domain_name_ok()) or an address literal `[192.0.2.1]` / `[IPv6:2001:db8::1]`, which is
  * delivered to directly.
  *
  * Pure; thread-safe.
@@ -42,8 +42,5 @@ enum envelope_status {
  * On an error, err says which address and why. */
 enum envelope_status envelope_check(const char *sender, const char *const *rcpts, size_t n,
                                     struct envelope *env, char *err, size_t errlen);
-
-/* True when s is a valid domain name as above (already lowercase). */
-bool envelope_valid_name(const char *s);
 
 #endif

@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "mx.h"
+#include "netio.h"
 
 #define HTTPS_BODY_KEEP 200
 
@@ -138,7 +139,7 @@ void https_deliver(const struct https_job *job, struct https_result *res)
             goto oom;
         for (size_t i = 0; i < job->naddrs; i++) {
             char text[48];
-            mx_addr_text(&job->addrs[i], text, sizeof(text));
+            netio_addr_text(&job->addrs[i], text, sizeof(text));
             bool v6 = job->addrs[i].ss_family == AF_INET6;
             snprintf(addr, sizeof(addr), "%s%s%s%s", n++ ? "," : "", v6 ? "[" : "", text,
                      v6 ? "]" : "");

@@ -16,7 +16,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,20 +23,20 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <syslog.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 
+#include "clock.h"
 #include "config.h"
+#include "deadline.h"
 #include "deliver.h"
 #include "dns.h"
 #include "dsn.h"
 #include "envelope.h"
 #include "fdio.h"
+#include "invocation.h"
 #include "log.h"
-#include "netio.h"
 #include "spool.h"
 #include "state.h"
 #include "tlspolicy.h"
@@ -76,125 +75,22 @@ static noreturn void fail_now(const char *dsn, const char *fmt, ...)
     exit(DSN_EX_TEMPFAIL);
 }
 
-/* The outcome once it is settled (the remote has answered): a deadline that
- * strikes afterwards, in the state bookkeeping, reports it instead of a
- * deferral, so a delivered message is never delivered again. */
-static char settled_line[DSN_TEXT_MAX + 32];
-static size_t settled_len;
-static volatile sig_atomic_t settled_status = -1;
-
-static void on_settled(const struct outcome *o)
+/* Points log lines at the configured sink: syslog, a file (through stderr,
+ * which then is no longer pipe(8)'s), or stderr as it is (by hand only). */
+static void log_sink(const char *sink)
 {
-    settled_len = dsn_format(o, settled_line, sizeof(settled_line));
-    settled_status = dsn_exit_status(o);
-}
-
-static void on_alarm(int sig)
-{
-    static const char msg[] = "4.4.7 filtermail-transport: internal deadline exceeded\n";
-    (void)sig;
-    int status = settled_status;
-    if (status >= 0) {
-        if (write(result_fd, settled_line, settled_len) < 0) {
-            /* nothing left to do */
-        }
-        _exit(status);
-    }
-    if (write(result_fd, msg, sizeof(msg) - 1) < 0) {
-        /* nothing left to do */
-    }
-    _exit(DSN_EX_TEMPFAIL);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Log lines to syslog: a thread forwards what log.c writes to stderr. */
-
-struct syslog_fwd {
-    int rfd;
-    pthread_t thread;
-    bool running;
-};
-
-static void *syslog_pump(void *arg)
-{
-    struct syslog_fwd *f = arg;
-    char buf[8192];
-    size_t len = 0;
-    for (;;) {
-        ssize_t n = read(f->rfd, buf + len, sizeof(buf) - 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        char *start = buf, *nl;
-        while ((nl = memchr(start, '\n', len - (size_t)(start - buf))) != NULL) {
-            *nl = '\0';
-            int prio = LOG_INFO;
-            if (strncmp(start, "[ERROR", 6) == 0)
-                prio = LOG_ERR;
-            else if (strncmp(start, "[WARN", 5) == 0)
-                prio = LOG_WARNING;
-            else if (strncmp(start, "[DEBUG", 6) == 0 || strncmp(start, "[TRACE", 6) == 0)
-                prio = LOG_DEBUG;
-            syslog(prio, "%s", start);
-            start = nl + 1;
-        }
-        len -= (size_t)(start - buf);
-        memmove(buf, start, len);
-        if (len == sizeof(buf) - 1) {
-            buf[len] = '\0';
-            syslog(LOG_INFO, "%s", buf);
-            len = 0;
-        }
-    }
-    if (len > 0) {
-        buf[len] = '\0';
-        syslog(LOG_INFO, "%s", buf);
-    }
-    return NULL;
-}
-
-/* Points stderr at the configured sink. */
-static void log_sink(const char *sink, struct syslog_fwd *f)
-{
-    f->running = false;
     if (strcmp(sink, "stderr") == 0)
         return;
-    int fd;
     if (strcmp(sink, "syslog") == 0) {
-        int p[2];
-        if (pipe2(p, O_CLOEXEC) < 0)
-            fail_now("4.3.0", "cannot set up logging: %s", strerror(errno));
-        openlog("filtermail-transport", LOG_PID | LOG_NDELAY, LOG_MAIL);
-        f->rfd = p[0];
-        if (pthread_create(&f->thread, NULL, syslog_pump, f) != 0)
-            fail_now("4.3.0", "cannot set up logging");
-        f->running = true;
-        fd = p[1];
-    } else {
-        fd = open(sink, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (fd < 0)
-            fail_now("4.3.5", "cannot open filtermail_transport_log %s: %s", sink,
-                     strerror(errno));
+        log_to_syslog("filtermail-transport");
+        return;
     }
+    int fd = open(sink, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0)
+        fail_now("4.3.5", "cannot open filtermail_transport_log %s: %s", sink, strerror(errno));
     if (dup2(fd, STDERR_FILENO) < 0)
         fail_now("4.3.0", "cannot set up logging: %s", strerror(errno));
     close(fd);
-}
-
-static void log_sink_close(struct syslog_fwd *f)
-{
-    if (!f->running)
-        return;
-    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (null >= 0) {
-        dup2(null, STDERR_FILENO); /* the pipe's last writer: the pump ends */
-        close(null);
-    }
-    pthread_join(f->thread, NULL);
-    close(f->rfd);
-    closelog();
 }
 
 /* At debug level: the process's peak and private memory, for operators and
@@ -218,83 +114,30 @@ static void log_memory(const char *queue_id)
 
 /* ------------------------------------------------------------------------ */
 
-struct args {
-    const char *config;
-    const char *queue_id;
-    const char *sender;
-    const char *const *rcpts;
-    size_t nrcpts;
-};
-
-static int parse_args(int argc, char **argv, struct args *a)
-{
-    int i = 2;
-    memset(a, 0, sizeof(*a));
-    a->queue_id = "-";
-    if (argc < 2 || argv[1][0] == '-')
-        return -1;
-    a->config = argv[1];
-    while (i < argc) {
-        if (strcmp(argv[i], "--") == 0) {
-            i++;
-            break;
-        }
-        if (strcmp(argv[i], "-q") == 0 && i + 1 < argc) {
-            a->queue_id = argv[i + 1];
-            i += 2;
-        } else if (strcmp(argv[i], "-f") == 0 && i + 1 < argc) {
-            a->sender = argv[i + 1];
-            i += 2;
-        } else {
-            return -1;
-        }
-    }
-    if (a->sender == NULL)
-        return -1;
-    a->rcpts = (const char *const *)argv + i;
-    a->nrcpts = (size_t)(argc - i);
-    return 0;
-}
-
-/* A queue id goes into log lines: keep it short and plain. */
-static bool queue_id_ok(const char *q)
-{
-    size_t n = 0;
-    for (; *q != '\0'; q++, n++)
-        if (!((*q >= '0' && *q <= '9') || (*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') ||
-              *q == '-'))
-            return false;
-    return n > 0 && n <= 32;
-}
-
 int main(int argc, char **argv)
 {
-    struct args a;
+    struct invocation a;
     struct config *cfg = NULL;
     char err[1024];
-    struct syslog_fwd fwd = {0};
 
     signal(SIGPIPE, SIG_IGN);
-    /* Until the configuration is read, the longest a delivery may take. */
-    signal(SIGALRM, on_alarm);
-    alarm(1000 - DEADLINE_GRACE);
     /* The result line must not be lost to buffering or mixed with logs. */
     result_fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 10);
     if (result_fd < 0)
         result_fd = STDOUT_FILENO;
+    /* Until the configuration is read, the longest a delivery may take. */
+    deadline_start(result_fd, 1000 - DEADLINE_GRACE);
 
-    if (parse_args(argc, argv, &a) < 0)
+    if (invocation_parse(argc, argv, &a) < 0)
         fail_now("4.3.5", "usage: filtermail-transport CONFIG [-q QUEUE_ID] -f SENDER -- "
                           "RECIPIENT... (check the transport's argv in master.cf)");
-    if (!queue_id_ok(a.queue_id))
-        a.queue_id = "-";
     if (geteuid() == 0)
         fail_now("4.3.5", "filtermail-transport refuses to run as root (set user= in master.cf)");
     if (config_load(a.config, &cfg, err, sizeof(err)) < 0)
         fail_now("4.3.5", "Failed to read config: %s", err);
-    alarm(cfg->transport_deadline + DEADLINE_GRACE);
-    int64_t deadline = netio_now_ms() + (int64_t)cfg->transport_deadline * 1000;
-    log_sink(cfg->transport_log, &fwd);
+    deadline_start(result_fd, cfg->transport_deadline + DEADLINE_GRACE);
+    int64_t deadline = (int64_t)clock_mono_ms() + (int64_t)cfg->transport_deadline * 1000;
+    log_sink(cfg->transport_log);
     log_init("filtermail-transport", cfg->log_level);
 
     struct envelope env;
@@ -358,31 +201,24 @@ int main(int argc, char **argv)
     }
     uint32_t random = 0;
     if (getrandom(&random, sizeof(random), GRND_NONBLOCK) != sizeof(random))
-        random = (uint32_t)getpid() ^ (uint32_t)time(NULL);
+        random = (uint32_t)getpid() ^ (uint32_t)clock_mono_ns();
     struct deliver_ctx ctx = {
         .cfg = cfg,
         .dns = dns,
         .state = state,
         .policy = policy,
         .deadline = deadline,
-        .now_unix = (int64_t)time(NULL),
+        .now_unix = (int64_t)(clock_wall_ns() / CLOCK_NS_PER_SEC),
         .random = random,
         .queue_id = a.queue_id,
-        .settled = on_settled,
+        .settled = deadline_settle,
     };
     struct deliver_report rep;
-    int64_t t0 = netio_now_ms();
+    uint64_t t0 = clock_mono_ns();
     deliver_run(&ctx, &env, &msg, &out, &rep);
-    const char *status = out.cls == OUTCOME_DELIVERED ? "sent"
-                         : out.cls == OUTCOME_BOUNCE  ? "bounced"
-                                                      : "deferred";
-    log_info(TARGET,
-             "%s: to=<%.300s>%s, relay=%s%s%s%s%s, delay=%.3f, size=%llu, status=%s (%s%s%s)",
-             a.queue_id, env.rcpts[0], env.nrcpts > 1 ? " and others" : "", rep.relay,
-             rep.channel[0] ? "/" : "", rep.channel, rep.tls[0] ? ", tls=" : "", rep.tls,
-             (double)(netio_now_ms() - t0) / 1000.0, (unsigned long long)msg.size, status,
-             out.cls == OUTCOME_DELIVERED ? "" : out.dsn, out.cls == OUTCOME_DELIVERED ? "" : " ",
-             out.text);
+    char summary[2048];
+    deliver_summary(&env, &rep, clock_elapsed_s(t0), msg.size, &out, summary, sizeof(summary));
+    log_info(TARGET, "%s: %s", a.queue_id, summary);
     log_memory(a.queue_id);
     curl_global_cleanup();
 cleanup:
@@ -392,7 +228,6 @@ cleanup:
     state_close(&state);
 done:
     emit(&out);
-    log_sink_close(&fwd);
     config_free(&cfg);
     return dsn_exit_status(&out);
 }

@@ -6,7 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "clock.h"
 
 /* Equal preferences are shuffled: the key orders them, the random number
  * picks the order. */
@@ -208,8 +209,7 @@ void mx_resolve(struct dns_resolver *r, const char *host, uint16_t port, int tim
     struct dns_query *qa = dns_query_start(r, host, DNS_TYPE_A);
     struct dns_query *q6 = dns_query_start(r, host, DNS_TYPE_AAAA);
 
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t t0 = clock_mono_ms();
     memset(&a, 0, sizeof(a));
     memset(&aaaa, 0, sizeof(aaaa));
     if (qa != NULL) {
@@ -221,10 +221,8 @@ void mx_resolve(struct dns_resolver *r, const char *host, uint16_t port, int tim
     if (q6 != NULL) {
         /* Both queries run at once: the second gets what is left of the one
          * timeout, so a host costs at most timeout_ms, not twice that. */
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        int64_t spent =
-            (int64_t)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-        int left = spent >= timeout_ms ? 0 : (int)(timeout_ms - spent);
+        uint64_t spent = clock_mono_ms() - t0;
+        int left = spent >= (uint64_t)timeout_ms ? 0 : (int)((uint64_t)timeout_ms - spent);
         dns_query_wait(q6, left, &aaaa);
     } else {
         aaaa.status = DNS_TEMPFAIL;
@@ -233,15 +231,6 @@ void mx_resolve(struct dns_resolver *r, const char *host, uint16_t port, int tim
     mx_addrs_from_answers(&a, &aaaa, port, out);
     dns_result_free(&a);
     dns_result_free(&aaaa);
-}
-
-void mx_addr_text(const struct sockaddr_storage *sa, char *out, size_t outlen)
-{
-    const void *p = sa->ss_family == AF_INET6
-                        ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
-                        : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
-    if (inet_ntop(sa->ss_family, p, out, (socklen_t)outlen) == NULL)
-        snprintf(out, outlen, "?");
 }
 
 void mx_tlsa_from_records(const struct dns_rr *rr, size_t n, struct mx_tlsa *out)

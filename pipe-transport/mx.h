@@ -82,9 +82,6 @@ void mx_addrs_interleave(struct sockaddr_storage *sa, size_t n);
 void mx_resolve(struct dns_resolver *r, const char *host, uint16_t port, int timeout_ms,
                 struct mx_addrs *out);
 
-/* The address as text ("192.0.2.1", "2001:db8::1"). */
-void mx_addr_text(const struct sockaddr_storage *sa, char *out, size_t outlen);
-
 /* One usable TLSA record (RFC 6698): DANE-TA(2) or DANE-EE(3). */
 struct mx_tlsa_rr {
     uint8_t usage, selector, mtype;

@@ -135,7 +135,7 @@ void smtp_deliver(struct conn *c, const struct smtp_job *job, struct smtp_result
         snprintf(res->err, sizeof(res->err), "out of memory");
         goto out;
     }
-    smtp_reply_parser_init(p);
+    smtp_reply_parser_init(p, NULL);
 
     /* Greeting. */
     if (command(c, p, NULL, "(greeting)", r, res) < 0)
@@ -178,7 +178,7 @@ void smtp_deliver(struct conn *c, const struct smtp_job *job, struct smtp_result
             goto out;
         }
         res->tls = true;
-        smtp_reply_parser_init(p);
+        smtp_reply_parser_init(p, NULL);
         if (ehlo(c, p, job, &caps, res) < 0)
             goto out;
     }
@@ -304,4 +304,66 @@ out:
     buf_free(&rcpts);
     free(p);
     free(r);
+}
+
+bool smtp_result_outcome(const struct smtp_result *res, const struct smtp_peer *peer,
+                         struct outcome *out, struct attempts *at)
+{
+    const char *host = peer->host, *addr = peer->addr;
+    char line[600], dsn[16];
+
+    switch (res->status) {
+    case SMTP_SENT:
+        smtp_reply_oneline(&res->reply, line, sizeof(line));
+        outcome_set(out, OUTCOME_DELIVERED, "2.0.0", "delivered via SMTP to %s[%s]:%u (%s)", host,
+                    addr, (unsigned)peer->port, line);
+        return false;
+    case SMTP_CONN_ERROR:
+        if (peer->tls_failed)
+            attempts_note(at, "4.7.5", "TLS failure with %s[%s]: %s", host, addr, res->err);
+        else
+            attempts_note(at, "4.4.2", "%s[%s]: %s", host, addr, res->err);
+        return true;
+    case SMTP_LOST_AFTER_DATA:
+        outcome_set(out, OUTCOME_TEMPFAIL, "4.4.2",
+                    "lost connection with %s[%s] after the end of the data: %s (the message may "
+                    "have been accepted; no other host is tried)",
+                    host, addr, res->err);
+        return false;
+    case SMTP_REJECTED:
+        outcome_from_reply(out, &res->reply, host, addr, res->stage);
+        return false;
+    case SMTP_NO_STARTTLS:
+        if (strcmp(res->stage, "STARTTLS") == 0) {
+            smtp_reply_oneline(&res->reply, line, sizeof(line));
+            outcome_set(out, OUTCOME_TEMPFAIL, "4.7.5",
+                        "STARTTLS refused by %s[%s] (%s): mail for %s is only sent encrypted",
+                        host, addr, line, peer->domain);
+        } else {
+            outcome_set(out, OUTCOME_TEMPFAIL, "4.7.5",
+                        "STARTTLS not offered by %s[%s]: mail for %s is only sent encrypted",
+                        host, addr, peer->domain);
+        }
+        return false;
+    case SMTP_RCPT_MIXED:
+        snprintf(dsn, sizeof(dsn), "4.0.0");
+        if (res->reply.enhanced[0] != '\0')
+            snprintf(dsn, sizeof(dsn), "4%s", res->reply.enhanced + 1);
+        smtp_reply_oneline(&res->reply, line, sizeof(line));
+        outcome_set(out, OUTCOME_TEMPFAIL, dsn,
+                    "%zu of %zu recipients refused by %s[%s] (%s); nothing was sent, all are "
+                    "retried (a recipient limit of 1 gives each its own status)",
+                    peer->nrcpts - res->accepted, peer->nrcpts, host, addr, line);
+        return false;
+    case SMTP_TOO_BIG:
+        outcome_set(out, OUTCOME_BOUNCE, "5.3.4", "message too big for %s[%s]: %s", host, addr,
+                    res->err);
+        return false;
+    case SMTP_NEED_UTF8:
+        outcome_set(out, OUTCOME_BOUNCE, "5.6.7",
+                    "SMTPUTF8 is required, but was not offered by host %s[%s]", host, addr);
+        return false;
+    }
+    outcome_set(out, OUTCOME_TEMPFAIL, "4.3.0", "unknown SMTP result %d", (int)res->status);
+    return false;
 }

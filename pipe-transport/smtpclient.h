@@ -20,7 +20,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "dsn.h"
 #include "netio.h"
 #include "smtpreply.h"
 #include "spool.h"
@@ -59,6 +61,23 @@ struct smtp_result {
     size_t accepted;             /* recipients accepted */
     bool tls;                    /* STARTTLS was done */
 };
+
+/* Where a transaction ran, for the outcome's text. */
+struct smtp_peer {
+    const char *host;   /* the MX host's name */
+    const char *addr;   /* its address as text */
+    uint16_t port;
+    const char *domain; /* the recipients' domain */
+    size_t nrcpts;
+    bool tls_failed;    /* STARTTLS was answered and TLS did not come up */
+};
+
+/* What a transaction's result means for the delivery: returns true for a
+ * connection-class failure, noted in *at (the next MX host may be tried),
+ * false when *out is the final outcome (delivered, refused, temporary).
+ * Pure. */
+bool smtp_result_outcome(const struct smtp_result *res, const struct smtp_peer *peer,
+                         struct outcome *out, struct attempts *at);
 
 /* Runs the transaction; c must be connected and not yet greeted. Sends QUIT
  * at the end when the connection is still usable. Does not close c. */

@@ -42,6 +42,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "fileio.h"
 
 #define STATE_MAX_ENTRIES 4096
 #define STATE_MAX_FILE (1024 * 1024)
@@ -49,7 +50,7 @@
 #define STATE_SESSION_SLOTS 4096
 /* Upstream skips HTTPS for a host that refused it for 30 minutes. */
 #define STATE_HTTPS_REFUSED_TIME (30 * 60)
-#define STATE_TMP_SUFFIX ".tmp"
+#define STATE_TMP_SUFFIX FILEIO_TMP_SUFFIX /* the same names as fileio's writer */
 #define STATE_TMP_AGE 600
 #define STATE_SWEEP_EVERY 64
 /* How long a writer waits for the hosts lock before giving up. */
@@ -109,7 +110,10 @@ struct state_store;
 struct state_store *state_open(const char *dir, char *err, size_t errlen);
 void state_close(struct state_store **s);
 
-/* Reads the hosts file into t (an empty table when there is none). */
+/* Reads the hosts file into t: an empty table when there is none, or one
+ * that cannot be used (larger than STATE_MAX_FILE, not a regular file).
+ * Returns 0, or -1 when it could not be read (a read error: never part of
+ * it as if it were all) or parsed (out of memory); t is then empty. */
 int state_load(struct state_store *s, int64_t now, struct state_table *t);
 
 /* Removes temporary files older than STATE_TMP_AGE at `now` from the

@@ -121,6 +121,74 @@ static int tls_setup(SSL *ssl, const struct tls_params *p, char *err, size_t err
     return -1;
 }
 
+/* The OpenSSL error queue's first entry, for messages. */
+static void tls_io_error(char *err, size_t errlen, const char *what, int sslerr)
+{
+    unsigned long e = ERR_get_error();
+    char buf[160];
+    if (e != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        snprintf(err, errlen, "%s: %s", what, buf);
+    } else if (sslerr == SSL_ERROR_SYSCALL && errno != 0) {
+        snprintf(err, errlen, "%s: %s", what, strerror(errno));
+    } else {
+        snprintf(err, errlen, "%s: connection closed", what);
+    }
+    ERR_clear_error();
+}
+
+/* What SSL_read or SSL_write's result n means to netio. */
+static long tls_io_result(SSL *ssl, int n, const char *what, char *err, size_t errlen)
+{
+    if (n > 0)
+        return n;
+    int e = SSL_get_error(ssl, n);
+    if (e == SSL_ERROR_WANT_READ)
+        return NETIO_WANT_READ;
+    if (e == SSL_ERROR_WANT_WRITE)
+        return NETIO_WANT_WRITE;
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    tls_io_error(err, errlen, what, e);
+    return -1;
+}
+
+static long tls_read(void *tls, void *buf, size_t len, char *err, size_t errlen)
+{
+    int chunk = len > (1 << 30) ? (1 << 30) : (int)len;
+    ERR_clear_error();
+    errno = 0;
+    return tls_io_result(tls, SSL_read(tls, buf, chunk), "TLS read", err, errlen);
+}
+
+static long tls_write(void *tls, const void *buf, size_t len, char *err, size_t errlen)
+{
+    int chunk = len > (1 << 30) ? (1 << 30) : (int)len;
+    ERR_clear_error();
+    errno = 0;
+    long n = tls_io_result(tls, SSL_write(tls, buf, chunk), "TLS write", err, errlen);
+    if (n == 0) { /* the peer's close_notify while we write */
+        tls_io_error(err, errlen, "TLS write", SSL_ERROR_ZERO_RETURN);
+        return -1;
+    }
+    return n;
+}
+
+/* close_notify, without waiting for the server's. */
+static void tls_close(void *tls)
+{
+    ERR_clear_error();
+    SSL_shutdown(tls);
+    SSL_free(tls);
+    ERR_clear_error();
+}
+
+static const struct conn_tls_ops tls_ops = {
+    .read = tls_read,
+    .write = tls_write,
+    .close = tls_close,
+};
+
 int tls_connect(struct tls_client *tc, struct conn *c, const struct tls_params *p, char *err,
                 size_t errlen)
 {
@@ -183,7 +251,7 @@ int tls_connect(struct tls_client *tc, struct conn *c, const struct tls_params *
         SSL_free(ssl);
         return -1;
     }
-    c->ssl = ssl;
+    conn_set_tls(c, &tls_ops, ssl);
     return 0;
 }
 
@@ -192,19 +260,28 @@ void tls_describe(const struct conn *c, enum tls_verify mode, char *out, size_t 
     const char *how = mode == TLS_VERIFY_NONE ? "not verified"
                       : mode == TLS_VERIFY_DANE ? "verified by DANE"
                                                 : "verified";
-    if (c->ssl == NULL) {
+    const SSL *ssl = tls_conn_ssl(c);
+    if (ssl == NULL) {
         snprintf(out, outlen, "no TLS");
         return;
     }
-    snprintf(out, outlen, "%s %s, %s%s", SSL_get_version(c->ssl),
-             SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)), how,
-             SSL_session_reused(c->ssl) ? ", resumed" : "");
+    snprintf(out, outlen, "%s %s, %s%s", SSL_get_version(ssl),
+             SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)), how,
+             SSL_session_reused(ssl) ? ", resumed" : "");
 }
 
-int tls_session_export(SSL *ssl, unsigned char **der_r, size_t *len_r)
+SSL *tls_conn_ssl(const struct conn *c)
 {
-    SSL_SESSION *s = SSL_get1_session(ssl);
+    return c->tls_ops == &tls_ops ? c->tls : NULL;
+}
+
+int tls_session_export(const struct conn *c, unsigned char **der_r, size_t *len_r)
+{
+    SSL *ssl = tls_conn_ssl(c);
     *der_r = NULL;
+    if (ssl == NULL)
+        return -1;
+    SSL_SESSION *s = SSL_get1_session(ssl);
     if (s == NULL)
         return -1;
     if (!SSL_SESSION_is_resumable(s)) {

@@ -24,6 +24,8 @@
 #include <stddef.h>
 
 #include "mx.h"
+#include <openssl/ssl.h>
+
 #include "netio.h"
 
 enum tls_verify { TLS_VERIFY_NAME, TLS_VERIFY_DANE, TLS_VERIFY_NONE };
@@ -43,17 +45,23 @@ struct tls_params {
     size_t session_len;
 };
 
-/* Runs the handshake on the connection (within its limits). Returns 0 and sets
- * c->ssl, or -1 with the reason in err (verification failures say so). */
+/* Runs the handshake on the connection (within its limits). Returns 0 with
+ * the TLS layer on c (conn_set_tls: reads, writes and conn_close go through
+ * it), or -1 with the reason in err (verification failures say so). */
 int tls_connect(struct tls_client *tc, struct conn *c, const struct tls_params *p, char *err,
                 size_t errlen);
 
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384, verified by DANE, resumed" and the like. */
 void tls_describe(const struct conn *c, enum tls_verify mode, char *out, size_t outlen);
 
+/* The connection's OpenSSL object when tls_connect() put TLS on it, else
+ * NULL. */
+SSL *tls_conn_ssl(const struct conn *c);
+
 /* The connection's session in DER form for storing (a new buffer the caller
- * frees), when it can be resumed. Returns 0 or -1. */
-int tls_session_export(SSL *ssl, unsigned char **der_r, size_t *len_r);
+ * frees), when it is a TLS connection whose session can be resumed. Returns 0
+ * or -1. */
+int tls_session_export(const struct conn *c, unsigned char **der_r, size_t *len_r);
 
 /* A short hash of the policy for session keys: mode, and the TLSA records. */
 void tls_policy_tag(const struct tls_params *p, char *out, size_t outlen);

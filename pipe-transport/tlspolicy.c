@@ -10,7 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "envelope.h"
+#include "address.h"
+#include "fileio.h"
 
 struct tls_policy_entry {
     char *domain;      /* lowercase, without the leading dot */
@@ -148,7 +149,7 @@ int tls_policy_parse(const char *text, size_t len, const char *origin,
         for (size_t i = 0; i < dn; i++)
             name[i] = (d[i] >= 'A' && d[i] <= 'Z') ? (char)(d[i] - 'A' + 'a') : d[i];
         name[dn] = '\0';
-        if (!envelope_valid_name(name)) {
+        if (!address_domain_name_ok(name)) {
             snprintf(err, errlen, "%s: line %zu: bad domain \"%.*s\"", origin, lineno,
                      (int)(dn > 60 ? 60 : dn), d);
             goto fail;
@@ -171,41 +172,13 @@ fail:
 
 int tls_policy_load(const char *path, struct tls_policy_table **t_r, char *err, size_t errlen)
 {
-    struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char *text, why[128];
+    size_t len;
     *t_r = NULL;
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    if (fileio_read(AT_FDCWD, path, 0, TLS_POLICY_MAX_FILE, &text, &len, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "%s: %s", path, why);
         return -1;
     }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > TLS_POLICY_MAX_FILE) {
-        snprintf(err, errlen, "%s: not a regular file of at most %d bytes", path,
-                 TLS_POLICY_MAX_FILE);
-        close(fd);
-        return -1;
-    }
-    char *text = malloc((size_t)st.st_size + 1);
-    size_t len = 0;
-    if (text == NULL) {
-        close(fd);
-        snprintf(err, errlen, "%s: out of memory", path);
-        return -1;
-    }
-    while (len < (size_t)st.st_size) {
-        ssize_t n = read(fd, text + len, (size_t)st.st_size - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-            free(text);
-            close(fd);
-            return -1;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
     int rc = tls_policy_parse(text, len, path, t_r, err, errlen);
     free(text);
     return rc;

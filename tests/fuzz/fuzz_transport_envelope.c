@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "address.h"
 #include "envelope.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -31,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     enum envelope_status st = envelope_check(args[0], args + 1, n - 1, &env, err, sizeof(err));
     if (st == ENVELOPE_OK) {
         unsigned char bin[16];
-        if (env.kind == ENVELOPE_NAME && !envelope_valid_name(env.domain))
+        if (env.kind == ENVELOPE_NAME && !address_domain_name_ok(env.domain))
             __builtin_trap();
         if (env.kind == ENVELOPE_LITERAL && inet_pton(env.family, env.domain, bin) != 1)
             __builtin_trap();

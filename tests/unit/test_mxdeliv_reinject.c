@@ -1,8 +1,9 @@
-/* Tests for mxdeliv/reinject.c: the SMTP reply parser (fed whole and in
- * pieces), and the client session against a scripted SMTP server on a
- * socketpair or a loopback TCP socket: pipelined and sequential dialogues,
- * refusals at every step, a server that closes or stays silent, large data,
- * many recipients, and an address nobody listens on. */
+/* Tests for mxdeliv/reinject.c: the client session against a scripted SMTP
+ * server on a socketpair or a loopback TCP socket: pipelined and sequential
+ * dialogues, refusals at every step, a server that closes, stays silent,
+ * sends an endless line or answers slowly past the session's deadline, large
+ * data, many recipients, and an address nobody listens on. (The reply parser
+ * it uses, with its limits, is tested in test_smtpreply.c.) */
 #include "reinject.h"
 #include "unit.h"
 
@@ -14,118 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
-
-/* ------------------------------------------------------------------------ */
-/* Reply parser. */
-
-/* Parses in (whole, or in pieces) into "code|text|P" per reply, "!" for a
- * malformed one, "+" when input is left unfinished. */
-static void describe(const char *in, size_t len, size_t piece, char *out, size_t outlen)
-{
-    struct reinject_parser p;
-    struct reinject_reply r;
-    size_t off = 0, o = 0;
-
-    out[0] = '\0';
-    reinject_parser_init(&p);
-    while (off < len) {
-        size_t n = len - off < piece ? len - off : piece, used;
-        int st = reinject_parser_push(&p, in + off, n, &used, &r);
-        if (st < 0) {
-            snprintf(out + o, outlen - o, "!");
-            return;
-        }
-        if (used > n)
-            unit_check_failed(__FILE__, __LINE__, "used %zu of %zu", used, n);
-        off += used;
-        if (st == 1)
-            o += (size_t)snprintf(out + o, outlen - o, "%d|%s|%s;", r.code, r.text,
-                                  r.pipelining ? "P" : "");
-    }
-    if (p.line_len > 0 || p.lines > 0 || p.cr)
-        snprintf(out + o, outlen - o, "+");
-}
-
-static void test_parser(void)
-{
-    static const struct {
-        const char *in, *want;
-    } cases[] = {
-        {"220 mx.example.org ESMTP\r\n", "220|220 mx.example.org ESMTP|;"},
-        {"250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n",
-         "250|250 8BITMIME|P;"},
-        {"250-mx\r\n250-pipelining\r\n250 OK\r\n", "250|250 OK|P;"},
-        {"250 PIPELINING\r\n", "250|250 PIPELINING|P;"},
-        {"250-PIPELININGX\r\n250-XPIPELINING\r\n250 OK\r\n", "250|250 OK|;"},
-        {"250-mx PIPELINING\r\n250 OK\r\n", "250|250 OK|;"},
-        {"250\r\n", "250|250|;"},
-        {"354 End data with <CR><LF>.<CR><LF>\r\n", "354|354 End data with <CR><LF>.<CR><LF>|;"},
-        {"250 ok\n", "250|250 ok|;"},
-        {"523 a\rb\r\n", "523|523 a?b|;"},
-        {"554 5.7.1 caf\xc3\xa9\x01\r\n", "554|554 5.7.1 caf???|;"},
-        {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
-         "250|250 2.1.0 Ok|;250|250 2.1.5 Ok|;354|354 go|;"},
-        {"250 ok\r\n250-partial\r\n", "250|250 ok|;+"},
-        {"250 ok", "+"},
-        {"25 x\r\n", "!"},
-        {"2500 x\r\n", "!"},
-        {"650 x\r\n", "!"},
-        {"150 x\r\n", "!"},
-        {"abc\r\n", "!"},
-        {"\r\n", "!"},
-        {"250-a\r\n251 b\r\n", "!"},
-        {"250_x\r\n", "!"},
-    };
-    char whole[1024], part[1024];
-
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        size_t len = strlen(cases[i].in);
-        describe(cases[i].in, len, len ? len : 1, whole, sizeof(whole));
-        CHECKF(strcmp(whole, cases[i].want) == 0, "case %zu: got \"%s\", want \"%s\"", i, whole,
-               cases[i].want);
-        for (size_t piece = 1; piece < len; piece++) {
-            describe(cases[i].in, len, piece, part, sizeof(part));
-            CHECKF(strcmp(part, whole) == 0, "case %zu piece %zu: \"%s\" vs \"%s\"", i, piece, part,
-                   whole);
-        }
-    }
-}
-
-static void test_parser_limits(void)
-{
-    static char buf[REINJECT_LINE_MAX + 16 + REINJECT_LINES_MAX * 8];
-    char out[REINJECT_TEXT_MAX + 64];
-    size_t n;
-
-    /* A line of exactly REINJECT_LINE_MAX bytes; its text is cut. */
-    memcpy(buf, "250 ", 4);
-    memset(buf + 4, 'x', REINJECT_LINE_MAX - 4);
-    memcpy(buf + REINJECT_LINE_MAX, "\r\n", 2);
-    describe(buf, REINJECT_LINE_MAX + 2, REINJECT_LINE_MAX + 2, out, sizeof(out));
-    CHECK(strncmp(out, "250|250 xxx", 11) == 0);
-    CHECK_INT(strlen(out), 4 + REINJECT_TEXT_MAX - 1 + 2);
-    /* One byte more is malformed. */
-    memcpy(buf, "250 ", 4);
-    memset(buf + 4, 'x', REINJECT_LINE_MAX - 3);
-    memcpy(buf + REINJECT_LINE_MAX + 1, "\r\n", 2);
-    describe(buf, REINJECT_LINE_MAX + 3, 7, out, sizeof(out));
-    CHECK_STR(out, "!");
-
-    /* REINJECT_LINES_MAX lines pass, one more does not. */
-    n = 0;
-    for (int i = 0; i < REINJECT_LINES_MAX - 1; i++)
-        n += (size_t)sprintf(buf + n, "250-x\r\n");
-    n += (size_t)sprintf(buf + n, "250 y\r\n");
-    describe(buf, n, n, out, sizeof(out));
-    CHECK_STR(out, "250|250 y|;");
-    n = 0;
-    for (int i = 0; i < REINJECT_LINES_MAX; i++)
-        n += (size_t)sprintf(buf + n, "250-x\r\n");
-    n += (size_t)sprintf(buf + n, "250 y\r\n");
-    describe(buf, n, 3, out, sizeof(out));
-    CHECK_STR(out, "!");
-}
 
 static void test_helo_name(void)
 {
@@ -146,6 +37,7 @@ struct script {
     const char *rcpt_refuse; /* a recipient containing this gets rcpt_refused */
     const char *rcpt_refused;
     bool close_after_greeting;
+    int rcpt_delay_ms; /* a pause before each RCPT reply */
     /* Filled by the server: everything it received. */
     char *got;
     size_t got_len, got_cap;
@@ -222,6 +114,9 @@ static void *serve(void *arg)
             say(s->fd, s->ehlo);
         else if (strncmp(line, "MAIL", 4) == 0)
             say(s->fd, s->mail);
+        else if (strncmp(line, "RCPT", 4) == 0 && s->rcpt_delay_ms > 0 &&
+                 usleep((useconds_t)s->rcpt_delay_ms * 1000) != 0)
+            break;
         else if (strncmp(line, "RCPT", 4) == 0)
             say(s->fd, s->rcpt_refuse != NULL && strstr(line, s->rcpt_refuse) != NULL
                            ? s->rcpt_refused
@@ -418,6 +313,17 @@ static void test_session_refusals(void)
         stop(&s, 0);
     }
 
+    /* A line longer than REINJECT_LINE_MAX is malformed, not waited for. */
+    static char endless[REINJECT_LINE_MAX + 64];
+    memcpy(endless, "220 ", 4);
+    memset(endless + 4, 'x', REINJECT_LINE_MAX);
+    s = postfix();
+    s.greeting = endless;
+    CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
+    CHECK_STR(reply.text, "451 I/O error");
+    CHECKF(strstr(reply.detail, "malformed") != NULL, "%s", reply.detail);
+    stop(&s, 0);
+
     s = postfix();
     s.ehlo = "250-mx\r\n999 broken\r\n";
     CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 1, "x\r\n", &reply), -1);
@@ -482,6 +388,39 @@ static void test_session_io_errors(void)
         CHECK(strstr(s.got, "\r\n.\r\n") == NULL);
         stop(&s, 0);
     }
+}
+
+/* Each reply in time, the session too long: the session's deadline ends it
+ * with 451, never a final dot. */
+static void test_session_deadline(void)
+{
+    struct reinject_reply reply;
+    char *rcpts[10];
+    struct reinject_config slow = client_cfg;
+    struct timespec t0, t1;
+
+    for (int i = 0; i < 10; i++)
+        rcpts[i] = "two@example.org";
+    slow.session_ms = 400;
+    struct script s = postfix();
+    s.ehlo = "250-mx.example.org\r\n250 8BITMIME\r\n"; /* one RCPT at a time */
+    s.rcpt_delay_ms = 100;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_INT(transact(&s, &slow, "a@b", rcpts, 10, "x\r\n", &reply), -1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    CHECK_STR(reply.text, "451 I/O error");
+    CHECKF(strstr(reply.detail, "RCPT: timed out") != NULL, "%s", reply.detail);
+    CHECKF(ms >= 380 && ms < 1000, "took %ld ms", ms);
+    CHECK(s.got != NULL && strstr(s.got, "DATA") == NULL);
+    stop(&s, 0);
+
+    /* The default: no deadline a normal session meets. */
+    s = postfix();
+    s.rcpt_delay_ms = 100;
+    CHECK_INT(transact(&s, &client_cfg, "a@b", rcpts, 3, "x\r\n", &reply), 0);
+    CHECK_STR(reply.text, "250 2.0.0 Ok: queued as 4XYZ");
+    stop(&s, 0);
 }
 
 static void test_session_large(void)
@@ -602,13 +541,12 @@ static void test_open_tcp(void)
 
 int main(void)
 {
-    UNIT_RUN(test_parser);
-    UNIT_RUN(test_parser_limits);
     UNIT_RUN(test_helo_name);
     UNIT_RUN(test_session_pipelined);
     UNIT_RUN(test_session_sequential);
     UNIT_RUN(test_session_refusals);
     UNIT_RUN(test_session_io_errors);
+    UNIT_RUN(test_session_deadline);
     UNIT_RUN(test_session_large);
     UNIT_RUN(test_open_tcp);
     return unit_summary();

@@ -1,5 +1,6 @@
 /* Tests for pipe-transport/mx.c: MX, address and TLSA answers. */
 #include "mx.h"
+#include "netio.h"
 #include "unit.h"
 
 #include <arpa/inet.h>
@@ -104,7 +105,7 @@ static void test_addrs(void)
     CHECK_INT(out.n, 5);
     const char *want[5] = {"2001:db8::1", "192.0.2.1", "2001:db8::2", "192.0.2.2", "192.0.2.3"};
     for (size_t i = 0; i < out.n && i < 5; i++) {
-        mx_addr_text(&out.sa[i], text, sizeof(text));
+        netio_addr_text(&out.sa[i], text, sizeof(text));
         CHECKF(strcmp(text, want[i]) == 0, "address %zu: %s", i, text);
     }
     CHECK_INT(ntohs(((struct sockaddr_in *)&out.sa[1])->sin_port), 25);

@@ -88,6 +88,16 @@ static void test_load(void)
     unlink(path);
     CHECK(tls_policy_load(path, &t, err, sizeof(err)) < 0);
     CHECK(strstr(err, path) != NULL);
+    /* Not a regular file; larger than the bound. */
+    CHECK(tls_policy_load("/tmp", &t, err, sizeof(err)) < 0);
+    CHECKF(strstr(err, "not a regular file") != NULL, "%s", err);
+    memcpy(path + strlen(path) - 6, "XXXXXX", 6);
+    fd = mkstemp(path);
+    CHECK(fd >= 0 && ftruncate(fd, TLS_POLICY_MAX_FILE + 1) == 0);
+    close(fd);
+    CHECK(tls_policy_load(path, &t, err, sizeof(err)) < 0);
+    CHECKF(strstr(err, "larger than") != NULL, "%s", err);
+    unlink(path);
 }
 
 int main(void)

@@ -1,5 +1,6 @@
 /* Tests for pipe-transport/state.c: the shared host state and TLS slots. */
 #include "state.h"
+#include "syscall_fault.h"
 #include "unit.h"
 
 #include <dirent.h>
@@ -8,11 +9,8 @@
 #include <string.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <stddef.h>
 #include <sys/file.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -100,20 +98,10 @@ static int tmp_files(void)
 }
 
 /* Makes openat() with O_TMPFILE fail with EOPNOTSUPP in this process, as on a
- * file system without it (a seccomp filter; no privileges needed). */
+ * file system without it. */
 static int refuse_tmpfile(void)
 {
-    struct sock_filter f[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 0, 3),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
-        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 020000000 /* __O_TMPFILE */, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EOPNOTSUPP),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+    if (syscall_fault(__NR_openat, 2, 020000000 /* __O_TMPFILE */, EOPNOTSUPP) < 0)
         return -1;
     return openat(AT_FDCWD, "/tmp", O_TMPFILE | O_WRONLY, 0600) < 0 && errno == EOPNOTSUPP ? 0
                                                                                        : -1;
@@ -256,6 +244,67 @@ static void test_store(void)
     CHECK(state_load(s, 100, &t) == 0);
     CHECK(state_has(&t, STATE_DOWN, "named.example", 25, 100));
     CHECK_INT(tmp_files(), 0);
+
+    /* A read error is an error, not a short file: the reader fails, and an
+     * update writes nothing rather than the table rebuilt from what was read
+     * (which dropped every other host's entry). Regression test. */
+    CHECK(state_load(s, 100, &t) == 0);
+    size_t before = t.n;
+    CHECK(before > 100);
+    pid_t rchild = fork();
+    if (rchild == 0) {
+        unsigned char *got = NULL;
+        size_t got_len = 0;
+        struct state_op o = {.set = true, .kind = STATE_DOWN, .host = "readerr.example",
+                             .port = 25, .until = 5000};
+        struct state_table ct;
+        state_table_init(&ct);
+        bool ok = syscall_fault(__NR_read, 0, 0, EIO) == 0 && state_load(s, 100, &ct) == -1 &&
+                  ct.n == 0 &&
+                  state_update(s, 100, &o, 1, err, sizeof(err)) == -1 &&
+                  strstr(err, "/hosts: ") != NULL &&
+                  state_session_load(s, "named 25", &got, &got_len) == -1;
+        _exit(ok ? 0 : 1);
+    }
+    int rst;
+    CHECK(waitpid(rchild, &rst, 0) == rchild && WIFEXITED(rst) && WEXITSTATUS(rst) == 0);
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK_INT(t.n, before);
+    CHECK(!state_has(&t, STATE_DOWN, "readerr.example", 25, 100));
+    CHECK_INT(tmp_files(), 0);
+
+    /* Writes never wait for the disk (no fsync: the state is advisory and
+     * written on nearly every delivery): with fsync failing they still work. */
+    pid_t schild = fork();
+    if (schild == 0) {
+        unsigned char *got = NULL;
+        size_t got_len = 0;
+        struct state_op o = {.set = true, .kind = STATE_DOWN, .host = "nosync.example",
+                             .port = 25, .until = 5000};
+        struct state_table ct;
+        state_table_init(&ct);
+        bool ok = syscall_fault(__NR_fsync, 0, 0, EIO) == 0 && fsync(STDOUT_FILENO) < 0 &&
+                  state_update(s, 100, &o, 1, err, sizeof(err)) == 0 &&
+                  state_session_save(s, "nosync 25", (const unsigned char *)"\x30\x00", 2) == 0 &&
+                  state_session_load(s, "nosync 25", &got, &got_len) == 0 && got_len == 2 &&
+                  state_load(s, 100, &ct) == 0 &&
+                  state_has(&ct, STATE_DOWN, "nosync.example", 25, 100);
+        _exit(ok ? 0 : 1);
+    }
+    int sst;
+    CHECK(waitpid(schild, &sst, 0) == schild && WIFEXITED(sst) && WEXITSTATUS(sst) == 0);
+    CHECK_INT(tmp_files(), 0);
+
+    /* A hosts file nobody can use (too large) reads as empty, and the next
+     * update replaces it. */
+    char hosts[256];
+    snprintf(hosts, sizeof(hosts), "%s/hosts", dir);
+    CHECK(truncate(hosts, STATE_MAX_FILE + 1) == 0);
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK_INT(t.n, 0);
+    CHECK(state_update(s, 100, &sweep_op, 1, err, sizeof(err)) == 0);
+    CHECK(state_load(s, 100, &t) == 0);
+    CHECK_INT(t.n, 1);
 
     /* Harmless to delete while in use. */
     rmrf();

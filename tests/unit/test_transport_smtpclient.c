@@ -1,5 +1,6 @@
 /* Tests for pipe-transport/smtpclient.c against a scripted server on a
- * socketpair, and for netio's Happy Eyeballs connect on loopback. */
+ * socketpair. */
+#include "clock.h"
 #include "netio.h"
 #include "smtpclient.h"
 #include "spool.h"
@@ -114,7 +115,7 @@ static void run(struct fake *f, const char *const *rcpts, size_t n, bool starttl
     f->log[0] = '\0';
     CHECK(pthread_create(&th, NULL, fake_run, f) == 0);
     struct conn c;
-    conn_init(&c, sv[0], 5000, netio_now_ms() + 10000);
+    conn_init(&c, sv[0], 5000, (int64_t)clock_mono_ms() + 10000);
     struct smtp_job job = {.helo = "relay.example", .sender = "a@example.org", .rcpts = rcpts,
                            .nrcpts = n, .msg = &msg, .starttls = starttls,
                            .smtputf8 = job_utf8};
@@ -207,45 +208,6 @@ static void test_refusals(void)
     job_utf8 = false;
 }
 
-/* Sends "250 " and then one byte every 50 ms, never a line end. */
-static void *dripper(void *arg)
-{
-    int fd = *(int *)arg;
-    if (write(fd, "250 ", 4) != 4)
-        return NULL;
-    for (int i = 0; i < 100; i++) {
-        struct timespec pause = {.tv_nsec = 50 * 1000 * 1000};
-        nanosleep(&pause, NULL);
-        if (write(fd, "x", 1) != 1)
-            break;
-    }
-    return NULL;
-}
-
-/* The I/O timeout bounds a whole reply, not each read: a server dripping
- * bytes does not hold the delivery until its deadline. */
-static void test_reply_timeout(void)
-{
-    int sv[2];
-    pthread_t th;
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    fcntl(sv[0], F_SETFL, O_NONBLOCK);
-    CHECK(pthread_create(&th, NULL, dripper, &sv[1]) == 0);
-    struct conn c;
-    struct smtp_reply_parser p;
-    struct smtp_reply r;
-    smtp_reply_parser_init(&p);
-    conn_init(&c, sv[0], 400, netio_now_ms() + 10000);
-    int64_t t0 = netio_now_ms();
-    CHECK_INT(conn_read_reply(&c, &p, &r), -1);
-    int64_t took = netio_now_ms() - t0;
-    CHECKF(took >= 390 && took < 2000, "took %lld ms", (long long)took);
-    CHECKF(strstr(c.err, "no complete reply") != NULL, "%s", c.err);
-    conn_close(&c);
-    close(sv[1]);
-    pthread_join(th, NULL);
-}
-
 static void test_connection_loss(void)
 {
     struct smtp_result res;
@@ -263,65 +225,93 @@ static void test_connection_loss(void)
     CHECK(strstr(res.err, "malformed") != NULL);
 }
 
-/* Happy Eyeballs: a refused address, a silent one (full accept queue) and a
- * listening one; the listening one wins without waiting for the silent one. */
-static int listener(int backlog, struct sockaddr_storage *sa)
+/* A reply as the parser gives it. */
+static struct smtp_reply reply_of(const char *text)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in in = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(in);
-    CHECK(bind(fd, (struct sockaddr *)&in, sizeof(in)) == 0);
-    CHECK(listen(fd, backlog) == 0);
-    CHECK(getsockname(fd, (struct sockaddr *)&in, &len) == 0);
-    memset(sa, 0, sizeof(*sa));
-    memcpy(sa, &in, sizeof(in));
-    return fd;
+    struct smtp_reply_parser p;
+    struct smtp_reply r;
+    size_t used;
+    const char *why;
+    memset(&r, 0, sizeof(r));
+    smtp_reply_parser_init(&p, NULL);
+    CHECK(smtp_reply_push(&p, text, strlen(text), &used, &r, &why) == SMTP_PARSE_DONE);
+    return r;
 }
 
-static void test_happy_eyeballs(void)
+/* What each result means for the delivery: the outcome line pipe(8) gets,
+ * or the note for the next host. */
+static void test_result_outcome(void)
 {
-    struct sockaddr_storage sa[3];
-    char err[512];
-    size_t winner;
-    /* A port nobody listens on: refused at once. */
-    int tmp = listener(1, &sa[0]);
-    close(tmp);
-    /* A silent one: its accept queue is full, SYNs are dropped. */
-    int silent = listener(0, &sa[1]);
-    int fill[4];
-    for (int i = 0; i < 4; i++) {
-        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-        connect(fill[i], (struct sockaddr *)&sa[1], sizeof(struct sockaddr_in));
+    static const struct {
+        enum smtp_status status;
+        const char *reply, *stage, *err;
+        size_t accepted;
+        bool tls_failed;
+        bool next;
+        const char *want; /* dsn_format() of the outcome, or "dsn text" of the note */
+    } cases[] = {
+        {SMTP_SENT, "250 2.0.0 Ok: queued as ABC\r\n", "end of DATA", "", 3, false, false,
+         "delivered via SMTP to mx.example.org[192.0.2.1]:25 (250 2.0.0 Ok: queued as ABC)\n"},
+        {SMTP_CONN_ERROR, NULL, "EHLO", "timed out (while sending EHLO)", 0, false, true,
+         "4.4.2 mx.example.org[192.0.2.1]: timed out (while sending EHLO)"},
+        {SMTP_CONN_ERROR, NULL, "STARTTLS", "certificate verification failed: x", 0, true, true,
+         "4.7.5 TLS failure with mx.example.org[192.0.2.1]: certificate verification failed: x"},
+        {SMTP_LOST_AFTER_DATA, NULL, "end of DATA", "connection closed by the server", 3, false,
+         false,
+         "4.4.2 lost connection with mx.example.org[192.0.2.1] after the end of the data: "
+         "connection closed by the server (the message may have been accepted; no other host "
+         "is tried)\n"},
+        {SMTP_REJECTED, "550 5.1.1 <bob@example.org>: unknown\r\n", "RCPT TO", "", 0, false,
+         false,
+         "5.1.1 host mx.example.org[192.0.2.1] said: 550 5.1.1 <bob@example.org>: unknown (in "
+         "reply to RCPT TO)\n"},
+        {SMTP_REJECTED, "421 4.3.2 shutting down\r\n", "MAIL FROM", "", 0, false, false,
+         "4.3.2 host mx.example.org[192.0.2.1] said: 421 4.3.2 shutting down (in reply to MAIL "
+         "FROM)\n"},
+        {SMTP_NO_STARTTLS, "454 4.7.0 TLS not available\r\n", "STARTTLS", "", 0, false, false,
+         "4.7.5 STARTTLS refused by mx.example.org[192.0.2.1] (454 4.7.0 TLS not available): "
+         "mail for example.org is only sent encrypted\n"},
+        {SMTP_NO_STARTTLS, NULL, "EHLO", "", 0, false, false,
+         "4.7.5 STARTTLS not offered by mx.example.org[192.0.2.1]: mail for example.org is only "
+         "sent encrypted\n"},
+        {SMTP_RCPT_MIXED, "550 5.1.1 no such user\r\n", "RCPT TO", "", 2, false, false,
+         "4.1.1 1 of 3 recipients refused by mx.example.org[192.0.2.1] (550 5.1.1 no such "
+         "user); nothing was sent, all are retried (a recipient limit of 1 gives each its own "
+         "status)\n"},
+        {SMTP_RCPT_MIXED, "550 no such user\r\n", "RCPT TO", "", 1, false, false,
+         "4.0.0 2 of 3 recipients refused by mx.example.org[192.0.2.1] (550 no such user); "
+         "nothing was sent, all are retried (a recipient limit of 1 gives each its own "
+         "status)\n"},
+        {SMTP_TOO_BIG, NULL, "", "message size 20 exceeds the server's limit 10", 0, false, false,
+         "5.3.4 message too big for mx.example.org[192.0.2.1]: message size 20 exceeds the "
+         "server's limit 10\n"},
+        {SMTP_NEED_UTF8, NULL, "", "", 0, false, false,
+         "5.6.7 SMTPUTF8 is required, but was not offered by host mx.example.org[192.0.2.1]\n"},
+    };
+    const struct smtp_peer base = {.host = "mx.example.org", .addr = "192.0.2.1", .port = 25,
+                                   .domain = "example.org", .nrcpts = 3};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        static struct smtp_result res;
+        struct smtp_peer peer = base;
+        struct outcome out;
+        struct attempts at = {0};
+        char line[1200];
+        memset(&res, 0, sizeof(res));
+        res.status = cases[i].status;
+        if (cases[i].reply != NULL)
+            res.reply = reply_of(cases[i].reply);
+        snprintf(res.stage, sizeof(res.stage), "%s", cases[i].stage);
+        snprintf(res.err, sizeof(res.err), "%s", cases[i].err);
+        res.accepted = cases[i].accepted;
+        peer.tls_failed = cases[i].tls_failed;
+        bool next = smtp_result_outcome(&res, &peer, &out, &at);
+        CHECKF(next == cases[i].next, "case %zu: next %d", i, next);
+        if (next)
+            snprintf(line, sizeof(line), "%s %s", at.dsn, at.text);
+        else
+            dsn_format(&out, line, sizeof(line));
+        CHECKF(strcmp(line, cases[i].want) == 0, "case %zu: %s", i, line);
     }
-    usleep(100000);
-    int good = listener(16, &sa[2]);
-    int64_t t0 = netio_now_ms();
-    int fd = netio_he_connect(sa, 3, 250, 5000, netio_now_ms() + 10000, &winner, err,
-                              sizeof(err));
-    int64_t took = netio_now_ms() - t0;
-    CHECK(fd >= 0);
-    CHECK_INT(winner, 2);
-    CHECKF(took >= 200 && took < 1500, "took %lld ms", (long long)took);
-    if (fd >= 0)
-        close(fd);
-    /* Only the refused and the silent: both fail, the silent after its time. */
-    t0 = netio_now_ms();
-    fd = netio_he_connect(sa, 2, 250, 600, netio_now_ms() + 10000, &winner, err, sizeof(err));
-    took = netio_now_ms() - t0;
-    CHECK(fd < 0);
-    CHECKF(strstr(err, "Connection refused") != NULL && strstr(err, "timed out") != NULL, "%s",
-           err);
-    CHECKF(took >= 500 && took < 2000, "took %lld ms", (long long)took);
-    /* The delivery deadline ends everything. */
-    t0 = netio_now_ms();
-    fd = netio_he_connect(&sa[1], 1, 250, 5000, netio_now_ms() + 300, &winner, err, sizeof(err));
-    CHECK(fd < 0 && netio_now_ms() - t0 < 1500);
-    fd = netio_he_connect(sa, 0, 250, 5000, netio_now_ms() + 300, &winner, err, sizeof(err));
-    CHECK(fd < 0);
-    for (int i = 0; i < 4; i++)
-        close(fill[i]);
-    close(silent);
-    close(good);
 }
 
 int main(void)
@@ -337,8 +327,7 @@ int main(void)
     UNIT_RUN(test_all_or_nothing);
     UNIT_RUN(test_refusals);
     UNIT_RUN(test_connection_loss);
-    UNIT_RUN(test_reply_timeout);
-    UNIT_RUN(test_happy_eyeballs);
+    UNIT_RUN(test_result_outcome);
     spool_close(&msg);
     return unit_summary();
 }

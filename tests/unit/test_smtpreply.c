@@ -1,4 +1,4 @@
-/* Tests for pipe-transport/smtpreply.c: replies and EHLO keywords. */
+/* Tests for common/smtpreply.c: replies and EHLO keywords. */
 #include "smtpreply.h"
 #include "unit.h"
 
@@ -37,7 +37,7 @@ static int feed(const char *in, size_t n, bool bytewise, struct smtp_reply *r, s
 {
     struct smtp_reply_parser p;
     const char *why;
-    smtp_reply_parser_init(&p);
+    smtp_reply_parser_init(&p, NULL);
     *used_total = 0;
     size_t step = bytewise ? 1 : n;
     for (size_t off = 0; off < n; off += step) {
@@ -82,7 +82,7 @@ static void test_pipelined(void)
     const char *why;
     size_t off = 0, used;
     int codes[3];
-    smtp_reply_parser_init(&p);
+    smtp_reply_parser_init(&p, NULL);
     for (int k = 0; k < 3; k++) {
         CHECK(smtp_reply_push(&p, in + off, strlen(in) - off, &used, &r, &why) ==
               SMTP_PARSE_DONE);
@@ -126,6 +126,135 @@ static void test_limits(void)
     CHECK(feed(in, strlen(in), false, &r, &used) == -1);
 }
 
+/* Parses in (whole, or in pieces) with limits into "code|last line|P" per
+ * reply (P: PIPELINING announced), "!" for a malformed one, "+" when input
+ * is left unfinished. */
+static void describe(const struct smtp_reply_limits *lim, const char *in, size_t len,
+                     size_t piece, char *out, size_t outlen)
+{
+    struct smtp_reply_parser p;
+    static struct smtp_reply r;
+    size_t off = 0, o = 0;
+    const char *why;
+
+    out[0] = '\0';
+    smtp_reply_parser_init(&p, lim);
+    while (off < len) {
+        size_t n = len - off < piece ? len - off : piece, used;
+        enum smtp_parse st = smtp_reply_push(&p, in + off, n, &used, &r, &why);
+        if (st == SMTP_PARSE_ERROR) {
+            snprintf(out + o, outlen - o, "!");
+            return;
+        }
+        CHECKF(used <= n, "used %zu of %zu", used, n);
+        off += used;
+        if (st == SMTP_PARSE_DONE) {
+            char line[600];
+            struct smtp_caps caps;
+            smtp_reply_last_line(&r, line, sizeof(line));
+            smtp_caps_parse(&r, &caps);
+            o += (size_t)snprintf(out + o, outlen - o, "%d|%s|%s;", r.code, line,
+                                  caps.pipelining ? "P" : "");
+        }
+    }
+    if (p.linetotal > 0 || p.cur.nlines > 0)
+        snprintf(out + o, outlen - o, "+");
+}
+
+/* mxdeliv's limits towards Postfix's reinjection smtpd. */
+static const struct smtp_reply_limits reinject_limits = {.line_max = 2048, .lines_max = 100};
+
+/* The last line, as mxdeliv passes a refusal on: fed whole and in pieces of
+ * every size, both must agree. */
+static void test_last_line(void)
+{
+    static const struct {
+        const char *in, *want;
+    } lines[] = {
+        {"220 mx.example.org ESMTP\r\n", "220|220 mx.example.org ESMTP|;"},
+        {"250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n",
+         "250|250 8BITMIME|P;"},
+        {"250-mx\r\n250-pipelining\r\n250 OK\r\n", "250|250 OK|P;"},
+        /* The first line of an EHLO reply is the server's name, not a keyword. */
+        {"250 PIPELINING\r\n", "250|250 PIPELINING|;"},
+        {"250-PIPELININGX\r\n250-XPIPELINING\r\n250 OK\r\n", "250|250 OK|;"},
+        {"250-mx PIPELINING\r\n250 OK\r\n", "250|250 OK|;"},
+        {"250\r\n", "250|250|;"},
+        {"250 \r\n", "250|250 |;"},
+        {"354 End data with <CR><LF>.<CR><LF>\r\n", "354|354 End data with <CR><LF>.<CR><LF>|;"},
+        {"250 ok\n", "250|250 ok|;"},
+        {"523 a\rb\r\n", "523|523 a?b|;"},
+        {"554 5.7.1 caf\xc3\xa9\x01\r\n", "554|554 5.7.1 caf???|;"},
+        {"550-5.1.1 first\r\n550 5.1.1 second\r\n", "550|550 5.1.1 second|;"},
+        {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+         "250|250 2.1.0 Ok|;250|250 2.1.5 Ok|;354|354 go|;"},
+        {"250 ok\r\n250-partial\r\n", "250|250 ok|;+"},
+        {"250 ok", "+"},
+        {"25 x\r\n", "!"},
+        {"2500 x\r\n", "!"},
+        {"650 x\r\n", "!"},
+        {"150 x\r\n", "!"},
+        {"abc\r\n", "!"},
+        {"\r\n", "!"},
+        {"250-a\r\n251 b\r\n", "!"},
+        {"250_x\r\n", "!"},
+    };
+    char whole[1024], part[1024];
+
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        size_t len = strlen(lines[i].in);
+        describe(&reinject_limits, lines[i].in, len, len ? len : 1, whole, sizeof(whole));
+        CHECKF(strcmp(whole, lines[i].want) == 0, "case %zu: got \"%s\", want \"%s\"", i, whole,
+               lines[i].want);
+        for (size_t piece = 1; piece < len; piece++) {
+            describe(&reinject_limits, lines[i].in, len, piece, part, sizeof(part));
+            CHECKF(strcmp(part, whole) == 0, "case %zu piece %zu: \"%s\" vs \"%s\"", i, piece, part,
+                   whole);
+        }
+    }
+}
+
+/* Limits a client sets: a line of exactly line_max bytes passes (its text
+ * cut), one byte more is malformed; lines_max lines pass, one more not. */
+static void test_client_limits(void)
+{
+    static char buf[4096 + 1000];
+    char out[1200];
+    size_t n;
+
+    memcpy(buf, "250 ", 4);
+    memset(buf + 4, 'x', 2048 - 4);
+    memcpy(buf + 2048, "\r\n", 2);
+    describe(&reinject_limits, buf, 2048 + 2, 2048 + 2, out, sizeof(out));
+    CHECK(strncmp(out, "250|250 xxx", 11) == 0);
+    CHECK_INT(strlen(out), 4 + 599 + 2); /* cut to describe()'s line[600] */
+    memcpy(buf, "250 ", 4);
+    memset(buf + 4, 'x', 2048 - 3);
+    memcpy(buf + 2049, "\r\n", 2);
+    describe(&reinject_limits, buf, 2048 + 3, 7, out, sizeof(out));
+    CHECK_STR(out, "!");
+    /* Not even the line end is needed to refuse it. */
+    describe(&reinject_limits, buf, 2049, 2049, out, sizeof(out));
+    CHECK_STR(out, "!");
+
+    n = 0;
+    for (int i = 0; i < 100 - 1; i++)
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "250-x\r\n");
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n, "250 y\r\n");
+    describe(&reinject_limits, buf, n, n, out, sizeof(out));
+    CHECK_STR(out, "250|250 y|;");
+    n = 0;
+    for (int i = 0; i < 100; i++)
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "250-x\r\n");
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n, "250 y\r\n");
+    describe(&reinject_limits, buf, n, 3, out, sizeof(out));
+    CHECK_STR(out, "!");
+    /* Zero fields take the defaults. */
+    const struct smtp_reply_limits zero = {0};
+    describe(&zero, buf, n, n, out, sizeof(out));
+    CHECK_STR(out, "!");
+}
+
 static void test_oneline(void)
 {
     struct smtp_reply r;
@@ -166,6 +295,8 @@ int main(void)
     UNIT_RUN(test_table);
     UNIT_RUN(test_pipelined);
     UNIT_RUN(test_limits);
+    UNIT_RUN(test_last_line);
+    UNIT_RUN(test_client_limits);
     UNIT_RUN(test_oneline);
     UNIT_RUN(test_caps);
     return unit_summary();

@@ -1,6 +1,7 @@
 /* netio: Happy Eyeballs connects and a buffered, deadline-bound connection. */
 #include "netio.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -8,18 +9,24 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
+#include "clock.h"
+#include "fdio.h"
 
-#include "mx.h"
-
-int64_t netio_now_ms(void)
+/* The monotonic clock as netio's deadlines count: signed milliseconds. */
+static int64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)clock_mono_ms();
+}
+
+void netio_addr_text(const struct sockaddr_storage *sa, char *out, size_t outlen)
+{
+    const void *p = sa->ss_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+    if (inet_ntop(sa->ss_family, p, out, (socklen_t)outlen) == NULL)
+        snprintf(out, outlen, "?");
 }
 
 /* Appends "addr:port: what" to err. */
@@ -29,7 +36,7 @@ static void he_note(char *err, size_t errlen, const struct sockaddr_storage *sa,
     size_t used = strlen(err);
     int port = ntohs(sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
                                                : ((const struct sockaddr_in *)sa)->sin_port);
-    mx_addr_text(sa, addr, sizeof(addr));
+    netio_addr_text(sa, addr, sizeof(addr));
     if (used + 1 >= errlen)
         return;
     snprintf(err + used, errlen - used, "%s%s%s%s:%d: %s", used > 0 ? "; " : "",
@@ -46,16 +53,16 @@ struct he_attempt {
 int netio_he_connect(const struct sockaddr_storage *sa, size_t n, int stagger_ms, int attempt_ms,
                      int64_t deadline, size_t *winner_r, char *err, size_t errlen)
 {
-    struct he_attempt at[MX_MAX_ADDRS * 2];
+    struct he_attempt at[NETIO_HE_MAX_ADDRS];
     size_t pending = 0, next = 0;
-    int64_t next_start = netio_now_ms();
+    int64_t next_start = now_ms();
     int winner = -1;
 
     err[0] = '\0';
-    if (n > MX_MAX_ADDRS * 2)
-        n = MX_MAX_ADDRS * 2;
+    if (n > NETIO_HE_MAX_ADDRS)
+        n = NETIO_HE_MAX_ADDRS;
     for (;;) {
-        int64_t now = netio_now_ms();
+        int64_t now = now_ms();
         /* Start attempts that are due (the first at once). */
         while (winner < 0 && next < n && (pending == 0 || now >= next_start) && now < deadline) {
             const struct sockaddr_storage *s = &sa[next];
@@ -92,7 +99,7 @@ int netio_he_connect(const struct sockaddr_storage *sa, size_t n, int stagger_ms
         for (size_t i = 0; i < pending; i++)
             if (at[i].started + attempt_ms < until)
                 until = at[i].started + attempt_ms;
-        struct pollfd pfd[MX_MAX_ADDRS * 2];
+        struct pollfd pfd[NETIO_HE_MAX_ADDRS];
         for (size_t i = 0; i < pending; i++)
             pfd[i] = (struct pollfd){.fd = at[i].fd, .events = POLLOUT};
         int wait = until > now ? (int)(until - now) : 0;
@@ -101,7 +108,7 @@ int netio_he_connect(const struct sockaddr_storage *sa, size_t n, int stagger_ms
             snprintf(err, errlen, "poll: %s", strerror(errno));
             break;
         }
-        now = netio_now_ms();
+        now = now_ms();
         for (size_t i = 0; i < pending && winner < 0;) {
             bool done = false;
             if (r > 0 && pfd[i].revents != 0) {
@@ -152,16 +159,23 @@ int netio_he_connect(const struct sockaddr_storage *sa, size_t n, int stagger_ms
 void conn_init(struct conn *c, int fd, int io_timeout_ms, int64_t deadline)
 {
     c->fd = fd;
-    c->ssl = NULL;
+    c->tls_ops = NULL;
+    c->tls = NULL;
     c->io_timeout_ms = io_timeout_ms;
     c->deadline = deadline;
     c->roff = c->rlen = 0;
     c->err[0] = '\0';
 }
 
+void conn_set_tls(struct conn *c, const struct conn_tls_ops *ops, void *tls)
+{
+    c->tls_ops = ops;
+    c->tls = tls;
+}
+
 int conn_wait(struct conn *c, bool want_write)
 {
-    int64_t now = netio_now_ms();
+    int64_t now = now_ms();
     int64_t until = now + c->io_timeout_ms;
     if (c->deadline < until)
         until = c->deadline;
@@ -172,7 +186,7 @@ int conn_wait(struct conn *c, bool want_write)
         if (r > 0)
             return 0;
         if (r < 0 && errno == EINTR) {
-            now = netio_now_ms();
+            now = now_ms();
             continue;
         }
         if (r < 0) {
@@ -185,22 +199,6 @@ int conn_wait(struct conn *c, bool want_write)
     }
 }
 
-/* The OpenSSL error queue's first entry, for messages. */
-static void conn_ssl_error(struct conn *c, const char *what, int sslerr)
-{
-    unsigned long e = ERR_get_error();
-    char buf[160];
-    if (e != 0) {
-        ERR_error_string_n(e, buf, sizeof(buf));
-        snprintf(c->err, sizeof(c->err), "%s: %s", what, buf);
-    } else if (sslerr == SSL_ERROR_SYSCALL && errno != 0) {
-        snprintf(c->err, sizeof(c->err), "%s: %s", what, strerror(errno));
-    } else {
-        snprintf(c->err, sizeof(c->err), "%s: connection closed", what);
-    }
-    ERR_clear_error();
-}
-
 /* Reads what is available into the buffer. Returns 0, or -1. */
 static int conn_fill(struct conn *c)
 {
@@ -208,25 +206,19 @@ static int conn_fill(struct conn *c)
         c->roff = c->rlen = 0;
     for (;;) {
         size_t room = sizeof(c->rbuf) - c->rlen;
-        if (c->ssl != NULL) {
-            ERR_clear_error();
-            errno = 0;
-            int n = SSL_read(c->ssl, c->rbuf + c->rlen, (int)room);
+        if (c->tls_ops != NULL) {
+            long n = c->tls_ops->read(c->tls, c->rbuf + c->rlen, room, c->err, sizeof(c->err));
             if (n > 0) {
                 c->rlen += (size_t)n;
                 return 0;
             }
-            int e = SSL_get_error(c->ssl, n);
-            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-                if (conn_wait(c, e == SSL_ERROR_WANT_WRITE) < 0)
+            if (n == NETIO_WANT_READ || n == NETIO_WANT_WRITE) {
+                if (conn_wait(c, n == NETIO_WANT_WRITE) < 0)
                     return -1;
                 continue;
             }
-            if (e == SSL_ERROR_ZERO_RETURN) {
+            if (n == 0)
                 snprintf(c->err, sizeof(c->err), "connection closed by the server");
-                return -1;
-            }
-            conn_ssl_error(c, "TLS read", e);
             return -1;
         }
         ssize_t n = read(c->fd, c->rbuf + c->rlen, room);
@@ -257,11 +249,11 @@ int conn_read_reply(struct conn *c, struct smtp_reply_parser *p, struct smtp_rep
     /* One io_timeout for the whole reply, not per read: a server that sends
      * a byte now and then must not hold the delivery until its deadline
      * and keep the other MX hosts from being tried. */
-    int64_t saved = c->deadline, reply_until = netio_now_ms() + c->io_timeout_ms;
+    int64_t saved = c->deadline, reply_until = now_ms() + c->io_timeout_ms;
     if (reply_until < c->deadline)
         c->deadline = reply_until;
     int rc = read_reply(c, p, r);
-    if (rc == -1 && reply_until < saved && netio_now_ms() >= reply_until &&
+    if (rc == -1 && reply_until < saved && now_ms() >= reply_until &&
         strncmp(c->err, "timed out", 9) == 0)
         snprintf(c->err, sizeof(c->err), "timed out: no complete reply in %.1f s",
                  c->io_timeout_ms / 1000.0);
@@ -295,43 +287,39 @@ bool conn_has_buffered(const struct conn *c)
     return c->roff < c->rlen;
 }
 
+/* The plain connection: one loop for every socket write (fdio). */
+static int conn_send_plain(struct conn *c, const void *data, size_t len)
+{
+    if (fd_send_all(c->fd, data, len, c->io_timeout_ms, c->deadline) == 0)
+        return 0;
+    if (errno == ETIMEDOUT)
+        snprintf(c->err, sizeof(c->err), "timed out%s",
+                 now_ms() >= c->deadline ? " (delivery deadline)" : "");
+    else
+        snprintf(c->err, sizeof(c->err), "write: %s",
+                 errno == EIO ? "nothing written" : strerror(errno));
+    return -1;
+}
+
 int conn_write(struct conn *c, const void *data, size_t len)
 {
     const char *p = data;
+    if (c->tls_ops == NULL)
+        return conn_send_plain(c, data, len);
     while (len > 0) {
-        if (c->ssl != NULL) {
-            ERR_clear_error();
-            errno = 0;
-            int chunk = len > (1 << 30) ? (1 << 30) : (int)len;
-            int n = SSL_write(c->ssl, p, chunk);
-            if (n > 0) {
-                p += n;
-                len -= (size_t)n;
-                continue;
-            }
-            int e = SSL_get_error(c->ssl, n);
-            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-                if (conn_wait(c, e == SSL_ERROR_WANT_WRITE) < 0)
-                    return -1;
-                continue;
-            }
-            conn_ssl_error(c, "TLS write", e);
-            return -1;
-        }
-        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+        long n = c->tls_ops->write(c->tls, p, len, c->err, sizeof(c->err));
         if (n > 0) {
             p += n;
             len -= (size_t)n;
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (conn_wait(c, true) < 0)
+        if (n == NETIO_WANT_READ || n == NETIO_WANT_WRITE) {
+            if (conn_wait(c, n == NETIO_WANT_WRITE) < 0)
                 return -1;
             continue;
         }
-        snprintf(c->err, sizeof(c->err), "write: %s", n < 0 ? strerror(errno) : "nothing written");
+        if (n == 0)
+            snprintf(c->err, sizeof(c->err), "TLS write: nothing written");
         return -1;
     }
     return 0;
@@ -339,14 +327,10 @@ int conn_write(struct conn *c, const void *data, size_t len)
 
 void conn_close(struct conn *c)
 {
-    if (c->ssl != NULL) {
-        /* close_notify, without waiting for the server's. */
-        ERR_clear_error();
-        SSL_shutdown(c->ssl);
-        SSL_free(c->ssl);
-        c->ssl = NULL;
-        ERR_clear_error();
-    }
+    if (c->tls_ops != NULL)
+        c->tls_ops->close(c->tls);
+    c->tls_ops = NULL;
+    c->tls = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;

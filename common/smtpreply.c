@@ -4,11 +4,16 @@
 #include <string.h>
 #include <strings.h>
 
-void smtp_reply_parser_init(struct smtp_reply_parser *p)
+void smtp_reply_parser_init(struct smtp_reply_parser *p, const struct smtp_reply_limits *limits)
 {
+    p->limits.line_max = limits != NULL && limits->line_max > 0 ? limits->line_max
+                                                                : SMTP_REPLY_LINE_LIMIT;
+    p->limits.lines_max = limits != NULL && limits->lines_max > 0 ? limits->lines_max
+                                                                  : SMTP_REPLY_MAX_LINES;
     memset(&p->cur, 0, sizeof(p->cur));
     p->linelen = 0;
     p->linetotal = 0;
+    p->cr = false;
 }
 
 static bool is_digit(char c)
@@ -68,7 +73,7 @@ static int reply_line(struct smtp_reply_parser *p, const char **why)
         *why = "reply lines with different codes";
         return -1;
     }
-    if (r->nlines >= SMTP_REPLY_MAX_LINES) {
+    if (r->nlines >= p->limits.lines_max) {
         *why = "reply with too many lines";
         return -1;
     }
@@ -82,6 +87,8 @@ static int reply_line(struct smtp_reply_parser *p, const char **why)
         r->text[r->len++] = '\n';
         room--;
     }
+    r->last = r->len;
+    r->last_sp = n > 3 && l[3] == ' ';
     if (tl > room)
         tl = room;
     /* A NUL would cut the text short as a C string. */
@@ -99,11 +106,14 @@ enum smtp_parse smtp_reply_push(struct smtp_reply_parser *p, const char *data, s
     for (size_t i = 0; i < len; i++) {
         char c = data[i];
         if (c != '\n') {
-            /* Keep the line's start; a long line is cut, not refused. */
+            /* Keep the line's start; a long line is cut, not refused. A CR
+             * may end the line: it counts once another byte follows. */
             if (p->linelen < SMTP_REPLY_LINE_MAX)
                 p->line[p->linelen++] = c;
-            if (++p->linetotal > SMTP_REPLY_LINE_LIMIT) {
-                *why = "reply line longer than 16 KiB";
+            p->linetotal++;
+            p->cr = c == '\r';
+            if (p->linetotal - (p->cr ? 1 : 0) > p->limits.line_max) {
+                *why = "reply line too long";
                 *used = i + 1;
                 return SMTP_PARSE_ERROR;
             }
@@ -111,6 +121,7 @@ enum smtp_parse smtp_reply_push(struct smtp_reply_parser *p, const char *data, s
         }
         if (p->linelen > 0 && p->linelen == p->linetotal && p->line[p->linelen - 1] == '\r')
             p->linelen--;
+        p->cr = false;
         int end = reply_line(p, why);
         p->linelen = 0;
         p->linetotal = 0;
@@ -129,19 +140,26 @@ enum smtp_parse smtp_reply_push(struct smtp_reply_parser *p, const char *data, s
     return SMTP_PARSE_MORE;
 }
 
+/* Writes the code and, when sp, a space (when outlen leaves room for them
+ * and the NUL). Returns the bytes written. */
+static size_t reply_code(const struct smtp_reply *r, bool sp, char *out, size_t outlen)
+{
+    if (outlen < 5)
+        return 0;
+    out[0] = (char)('0' + (r->code / 100) % 10);
+    out[1] = (char)('0' + (r->code / 10) % 10);
+    out[2] = (char)('0' + r->code % 10);
+    if (!sp)
+        return 3;
+    out[3] = ' ';
+    return 4;
+}
+
 void smtp_reply_oneline(const struct smtp_reply *r, char *out, size_t outlen)
 {
-    size_t o = 0;
     if (outlen == 0)
         return;
-    if (outlen >= 5) {
-        out[0] = (char)('0' + (r->code / 100) % 10);
-        out[1] = (char)('0' + (r->code / 10) % 10);
-        out[2] = (char)('0' + r->code % 10);
-        o = 3;
-        if (r->len > 0)
-            out[o++] = ' ';
-    }
+    size_t o = reply_code(r, r->len > 0, out, outlen);
     for (size_t i = 0; i < r->len && o + 1 < outlen; i++) {
         unsigned char c = (unsigned char)r->text[i];
         if (c == '\n' || c == '\t')
@@ -149,6 +167,18 @@ void smtp_reply_oneline(const struct smtp_reply *r, char *out, size_t outlen)
         else if (c < 0x20 || c > 0x7e)
             c = '?';
         out[o++] = (char)c;
+    }
+    out[o] = '\0';
+}
+
+void smtp_reply_last_line(const struct smtp_reply *r, char *out, size_t outlen)
+{
+    if (outlen == 0)
+        return;
+    size_t o = reply_code(r, r->last_sp, out, outlen);
+    for (size_t i = r->last; i < r->len && o + 1 < outlen; i++) {
+        unsigned char c = (unsigned char)r->text[i];
+        out[o++] = c >= 0x20 && c <= 0x7e ? (char)c : '?';
     }
     out[o] = '\0';
 }
