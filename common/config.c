@@ -98,6 +98,8 @@ static const struct config_key config_keys[] = {
       "/var/lib/filtermail/transport"),
     K("filtermail_transport_tls_policy", CT_OPTSTRING, transport_tls_policy, ""),
     K("filtermail_transport_log", CT_LOG_SINK, transport_log, "syslog"),
+    K("filtermail_transport_socket", CT_SOCKET, transport_socket,
+      "unix:/run/filtermail-deliverd/deliverd.sock"),
     K("filtermail_transport_connect_timeout", CT_U32_NONZERO, transport_connect_timeout, "30"),
     K("filtermail_transport_io_timeout", CT_U32_NONZERO, transport_io_timeout, "120"),
     K("filtermail_transport_https_timeout", CT_U32_NONZERO, transport_https_timeout, "60"),

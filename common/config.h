@@ -85,6 +85,7 @@ struct config {
     char *transport_state;                   /* filtermail_transport_state ("" = none) */
     char *transport_tls_policy;              /* filtermail_transport_tls_policy ("" = none) */
     char *transport_log;                     /* filtermail_transport_log: syslog */
+    char *transport_socket;                  /* filtermail_transport_socket (deliverd) */
     uint32_t transport_connect_timeout;      /* filtermail_transport_connect_timeout, s: 30 */
     uint32_t transport_io_timeout;           /* filtermail_transport_io_timeout, s: 120 */
     uint32_t transport_https_timeout;        /* filtermail_transport_https_timeout, s: 60 */

@@ -2,6 +2,7 @@
 #include "https.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,13 @@ static size_t https_header(char *ptr, size_t size, size_t nmemb, void *arg)
 }
 
 static int https_ex_index = -1;
+static pthread_once_t https_ex_once = PTHREAD_ONCE_INIT;
+
+/* Once per process: filtermail-deliverd runs deliveries in many threads. */
+static void https_ex_init(void)
+{
+    https_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
 
 /* libcurl hands out the SSL_CTX, not the connection: the session is offered
  * when the handshake starts, before the ClientHello is written. */
@@ -121,8 +129,7 @@ void https_deliver(const struct https_job *job, struct https_result *res)
     memset(res, 0, sizeof(*res));
     res->status = HTTPS_FAILED;
     buf_init(&line, 8192);
-    if (https_ex_index < 0)
-        https_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    pthread_once(&https_ex_once, https_ex_init);
 
     bool ip = https_is_ip(job->host);
     /* An IPv6 literal needs brackets in the URL (upstream's Q12). */

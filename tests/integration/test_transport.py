@@ -30,6 +30,8 @@ from transport_servers import Backend, Nginx, ScriptedSmtpd, wait_port  # noqa: 
 
 BUILD = REPO / os.environ.get("FILTERMAIL_BUILD", "build/san")
 BINARY = (BUILD / "filtermail-transport").resolve()
+CLIENT = (BUILD / "filtermail-transport-client").resolve()
+DELIVERD = (BUILD / "filtermail-deliverd").resolve()
 ZONE = "remote.test"
 SENDER = "alice@example.org"
 
@@ -81,6 +83,8 @@ DOMAINS = {
     "_self": ["10 mx-self"],
     "self": ["10 mx-self"],
     "he": ["10 mx-he"],
+    "viad": ["10 mx-ok"],          # through filtermail-deliverd
+    "viadrej": ["10 mx-reject"],
 }
 RCPT_DOMAINS = [f"{d}.{ZONE}" for d in DOMAINS] + [f"implicit.{ZONE}"]
 
@@ -176,6 +180,33 @@ def write_ini(name, **over):
     return path
 
 
+def start_deliverd(ini, sock):
+    """filtermail-deliverd as a service manager starts it: as root, to drop
+    privileges to filtermail_user itself; ready once its socket answers."""
+    p = subprocess.Popen([str(DELIVERD), str(ini)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+
+    def ready():
+        if p.poll() is not None:
+            raise AssertionError(f"filtermail-deliverd exited {p.returncode}: "
+                                 f"{p.stderr.read().decode(errors='replace')}")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(sock))
+            return True
+        except OSError:
+            return False
+    wait_until(ready, 20, "filtermail-deliverd's socket")
+    return p
+
+
+def stop_deliverd(p):
+    if p is None or p.poll() is not None:
+        return
+    p.terminate()
+    assert p.wait(30) == 0, p.stderr.read()
+
+
 def setup_module():
     global T
     if not BINARY.exists():
@@ -232,7 +263,8 @@ def setup_module():
     # The remote MTA: one Postfix, one smtpd per MX host address.
     access = T.tmp / "reject-access"
     access.write_text(f"bad@reject.{ZONE} 550 5.1.1 User unknown\n"
-                      f"bad@multi.{ZONE} 550 5.1.1 User unknown\n")
+                      f"bad@multi.{ZONE} 550 5.1.1 User unknown\n"
+                      f"bad@viadrej.{ZONE} 550 5.1.1 User unknown\n")
     access.chmod(0o644)
     services = "tlsmgr unix - - n 1000? 1 tlsmgr\n"
     for host, (addr, _, smtp) in HOSTS.items():
@@ -262,16 +294,25 @@ def setup_module():
 
     # The sending relay: Postfix with the transport as default_transport.
     argv = f"{BINARY} {T.ini} -q ${{queue_id}} -f ${{sender}} -- ${{recipient}}"
+    # The delivery daemon and the pipe(8) client that hands deliveries to it.
+    T.sock = T.tmp / "deliverd.sock"
+    T.ini_d = write_ini("deliverd", filtermail_user="nobody", filtermail_socket_group="nogroup",
+                        filtermail_transport_socket=f"unix:{T.sock}")
+    T.deliverd = start_deliverd(T.ini_d, T.sock)
+    argv_d = f"{CLIENT} {T.ini_d} -q ${{queue_id}} -f ${{sender}} -- ${{recipient}}"
     master = (f"filtermail unix - n n - 10 pipe\n"
               f"  flags=q eol=\\r\\n null_sender= user=nobody argv={argv}\n"
               f"filtermail50 unix - n n - 10 pipe\n"
-              f"  flags=q eol=\\r\\n null_sender= user=nobody argv={argv}\n")
+              f"  flags=q eol=\\r\\n null_sender= user=nobody argv={argv}\n"
+              f"filtermaild unix - n n - 10 pipe\n"
+              f"  flags=q eol=\\r\\n null_sender= user=nobody argv={argv_d}\n")
     main = ("default_transport = filtermail\n"
             "filtermail_destination_recipient_limit = 1\n"
             "filtermail_time_limit = 120s\n"
             "filtermail50_destination_recipient_limit = 50\n"
             "filtermail50_time_limit = 120s\n"
-            f"transport_maps = inline:{{ multi.{ZONE}=filtermail50 }}\n")
+            f"transport_maps = inline:{{ multi.{ZONE}=filtermail50, viad.{ZONE}=filtermaild, "
+            f"viadrej.{ZONE}=filtermaild }}\n")
     T.relay = Relay(milter=False, domains=("example.org",), main_cf=main, master_cf=master)
     T.relay.start()
 
@@ -281,7 +322,7 @@ def teardown_module():
         return
     problems = []
     for stop in (lambda: T.scripted and T.scripted.stop(), T.nginx.stop, T.backend.stop,
-                 T.relay.stop, T.remote.stop):
+                 T.relay.stop, T.remote.stop, lambda: stop_deliverd(T.deliverd)):
         try:
             stop()
         except Exception as e:
@@ -325,9 +366,10 @@ def message(rcpt="bob@example.net", extra=b""):
     return data, mark
 
 
-def run(rcpts, data, *, sender=SENDER, ini=None, qid="4XYZ1", timeout=90, as_root=False):
+def run(rcpts, data, *, sender=SENDER, ini=None, qid="4XYZ1", timeout=90, as_root=False,
+        binary=None):
     new_log()
-    args = [str(BINARY), str(ini or T.ini)]
+    args = [str(binary or BINARY), str(ini or T.ini)]
     if qid:
         args += ["-q", qid]
     args += ["-f", sender, "--", *rcpts]
@@ -798,3 +840,97 @@ def test_postfix_pipe_retry_after_kill_delivers_once():
     T.scripted.stop()
     T.scripted = None
     new_log()
+
+
+# -- through filtermail-deliverd ------------------------------------------------
+
+def via_daemon(rcpts, data, **kw):
+    return run(rcpts, data, ini=T.ini_d, binary=CLIENT, **kw)
+
+
+def test_deliverd_client_links_only_libc():
+    out = subprocess.run(["ldd", str(CLIENT)], capture_output=True, text=True).stdout
+    for lib in ("libcurl", "libssl", "libunbound", "libidn2", "libsystemd"):
+        assert lib not in out, out
+
+
+def test_deliverd_https_delivery_and_resumption():
+    backend_requests()
+    rcpts = [f"bob@{d('ok')}", f"carol@{d('ok')}"]
+    data, mark = message(rcpts[0])
+    r = via_daemon(rcpts, data)
+    expect(r, 0, f"delivered via HTTPS to mx-ok.{ZONE}[127.0.0.2]")
+    got = backend_requests()
+    assert len(got) == 1 and got[0]["body"] == smtp_data(data), got
+    assert [v for k, v in got[0]["headers"] if k == "x-mail-to"] == rcpts, got
+    assert "to=<bob@ok.remote.test> and others, relay=mx-ok.remote.test[127.0.0.2]:" in r.log, r
+    # The next one resumes the TLS session the daemon kept.
+    r = via_daemon([f"dave@{d('ok')}"], data, sender="")
+    expect(r, 0, "delivered via HTTPS")
+    got = backend_requests()
+    assert len(got) == 1 and not any(k == "x-mail-from" for k, _ in got[0]["headers"])
+    assert T.nginx.requests("127.0.0.2")[-1].endswith(" r"), T.nginx.requests("127.0.0.2")
+    assert not T.remote.find(rcpts[0], mark)
+
+
+def test_deliverd_outcomes_keep_their_codes_and_texts():
+    data, mark = message()
+    r = via_daemon([f"bad@{d('reject')}"], data)
+    expect(r, 69, "5.1.1 host mx-reject.remote.test[127.0.0.9] said: 550 5.1.1")
+    assert "(in reply to RCPT TO)" in r.out, r
+    r = via_daemon([f"bob@{d('bogus')}"], data)
+    expect(r, 75, "4.4.3 DNS resolution failed for bogus.remote.test")
+    assert not backend_requests()
+    r = via_daemon([f"bob@{d('nothere')}"], data)
+    expect(r, 68, "5.1.2 Domain nothere.remote.test does not exist")
+    r = via_daemon([f"bob@{d('nullmx')}"], data)
+    expect(r, 69, "5.1.10 Permanent failure: Recipient address has null MX")
+    r = via_daemon([f"a@\u2603.{ZONE}"], data)
+    expect(r, 69, "5.1.3")
+    r = via_daemon([f"bob@{d('smtp')}"], data)
+    expect(r, 0, "")
+    assert delivered(f"bob@{d('smtp')}", mark)
+    r = via_daemon([f"bob@{d('ok')}"], data, as_root=True)
+    expect(r, 75, "4.3.5 filtermail-transport-client refuses to run as root")
+
+
+def test_deliverd_not_running_defers():
+    ini = write_ini("nodaemon", filtermail_transport_socket=f"unix:{T.tmp}/nobody-here.sock")
+    data, _ = message()
+    r = run([f"bob@{d('ok')}"], data, ini=ini, binary=CLIENT)
+    expect(r, 75, "4.3.0 filtermail-deliverd is not reachable")
+    assert not backend_requests()
+
+
+def test_deliverd_bad_request_is_answered_and_logged():
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(T.sock))
+        s.sendall(b"filtermail-handoff 1\nqueue Q\nsender s\n.\n")
+        reply = s.makefile("rb").readline()
+    assert reply.startswith(b"4.3.0 filtermail-deliverd: bad request: no recipient"), reply
+    wait_until(lambda: "bad request from a client" in T.log.read_text(), 5, "the log line")
+    new_log()
+
+
+def test_deliverd_through_postfix_delivers_and_bounces():
+    backend_requests()
+    mark = len(T.relay.maillog())
+    data, tid = message()
+    relay_send([f"bob@{d('viad')}", f"bad@{d('viadrej')}"], data)
+    relay_log_wait(r"to=<bob@viad\.remote\.test>, relay=filtermaild, .*status=sent "
+                   r"\(delivered via filtermaild service \(delivered via HTTPS", mark)
+    relay_log_wait(r"to=<bad@viadrej\.remote\.test>, relay=filtermaild, .*dsn=5\.1\.1, "
+                   r"status=bounced \(host mx-reject\.remote\.test\[127\.0\.0\.9\] said: 550 "
+                   r"5\.1\.1 <bad@viadrej\.remote\.test>: Recipient address rejected", mark)
+    got = backend_requests()
+    assert len(got) == 1 and got[0]["body"].endswith(smtp_data(data)), got
+    T.relay.wait_for_delivery(SENDER, "bad@viadrej")
+    new_log()
+
+
+def test_deliverd_second_daemon_does_not_steal_the_socket():
+    p = subprocess.run([str(DELIVERD), str(T.ini_d)], capture_output=True, timeout=30, cwd="/")
+    assert p.returncode == 1 and b"Server error" in p.stderr, p
+    data, _ = message()
+    expect(via_daemon([f"bob@{d('ok')}"], data), 0, "delivered via HTTPS")
+    backend_requests()

@@ -1,0 +1,247 @@
+/* filtermail-deliverd: the delivery daemon behind filtermail-transport-client.
+ *
+ *     filtermail-deliverd CONFIG
+ *
+ * pipe(8) starts a process per delivery; a process that links libcurl,
+ * OpenSSL and libunbound spends most of a delivery's CPU on starting
+ * (bench/README.md). This daemon starts once: the libraries, the DNSSEC
+ * resolver (whose cache keeps validated answers for their TTL) and the TLS
+ * policy file are set up at start-up, and each delivery handed over on
+ * filtermail_transport_socket runs in a thread of its own (serve.c).
+ *
+ * Wiring only: the configuration, the listening socket (created as root,
+ * given to filtermail_user and filtermail_socket_group with mode 0660), the
+ * privilege drop before any thread, the accept thread, signals and the
+ * watchdog. SIGTERM stops accepting and waits for the deliveries under way
+ * (at most filtermail_transport_deadline).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "clock.h"
+#include "config.h"
+#include "dns.h"
+#include "listener.h"
+#include "log.h"
+#include "privs.h"
+#include "sdnotify.h"
+#include "serve.h"
+#include "tlspolicy.h"
+
+#define TARGET "filtermail::deliverd"
+
+/* Deliveries at once (master.cf's maxproc is 100). More wait in the
+ * listen backlog. */
+#define MAX_DELIVERIES 256
+#define THREAD_STACK (512 * 1024)
+
+static struct serve_ctx sc;
+static atomic_uint running;
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t slots_free = PTHREAD_COND_INITIALIZER;
+
+struct job {
+    int conn;
+};
+
+static void *delivery_thread(void *arg)
+{
+    struct job *j = arg;
+    serve_connection(&sc, j->conn);
+    free(j);
+    pthread_mutex_lock(&slots_lock);
+    running--;
+    pthread_cond_broadcast(&slots_free);
+    pthread_mutex_unlock(&slots_lock);
+    return NULL;
+}
+
+static void *accept_thread(void *arg)
+{
+    int lfd = *(int *)arg;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, THREAD_STACK);
+    for (;;) {
+        pthread_mutex_lock(&slots_lock);
+        while (running >= MAX_DELIVERIES)
+            pthread_cond_wait(&slots_free, &slots_lock);
+        pthread_mutex_unlock(&slots_lock);
+        int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0) {
+            if (errno == EBADF || errno == EINVAL)
+                break; /* shut down */
+            if (errno != EINTR && errno != ECONNABORTED)
+                log_err(TARGET, "accept: %s", strerror(errno));
+            if (errno == EMFILE || errno == ENFILE || errno == ENOMEM)
+                usleep(100 * 1000);
+            continue;
+        }
+        struct job *j = malloc(sizeof(*j));
+        pthread_t t;
+        if (j == NULL) {
+            close(c); /* the client defers (4.3.0) */
+            continue;
+        }
+        j->conn = c;
+        pthread_mutex_lock(&slots_lock);
+        running++;
+        pthread_mutex_unlock(&slots_lock);
+        if (pthread_create(&t, &attr, delivery_thread, j) != 0) {
+            log_err(TARGET, "cannot start a delivery thread");
+            close(c);
+            free(j);
+            pthread_mutex_lock(&slots_lock);
+            running--;
+            pthread_mutex_unlock(&slots_lock);
+        }
+    }
+    pthread_attr_destroy(&attr);
+    return NULL;
+}
+
+/* Points log lines where filtermail-transport's go: operators' log rules
+ * read the delivery lines there. */
+static void log_sink(const char *sink)
+{
+    if (strcmp(sink, "stderr") == 0)
+        return;
+    if (strcmp(sink, "syslog") == 0) {
+        log_to_syslog("filtermail-transport");
+        return;
+    }
+    int fd = open(sink, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
+        fprintf(stderr, "Server error: cannot open filtermail_transport_log %s: %s\n", sink,
+                strerror(errno));
+        exit(1);
+    }
+    close(fd);
+}
+
+int main(int argc, char **argv)
+{
+    char err[1024];
+    struct config *cfg;
+    struct listener_addr la;
+    struct listener lsn;
+    struct tls_policy_table *policy = NULL;
+    sigset_t sigs;
+
+    if (argc == 2 && strcmp(argv[1], "-V") == 0) {
+        printf("filtermail-deliverd %s\n", FILTERMAIL_VERSION);
+        return 0;
+    }
+    if (argc != 2 || argv[1][0] == '-') {
+        fprintf(stderr, "Usage: %s <config_file>\n", argv[0]);
+        fprintf(stderr, "  the relay's chatmail.ini; see filtermail-deliverd(8)\n");
+        return 1;
+    }
+    if (config_load(argv[1], &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "Failed to read config: %s\n", err);
+        return 1;
+    }
+    log_init("filtermail-deliverd", cfg->log_level);
+    if (listener_parse(cfg->transport_socket, &la, err, sizeof(err)) < 0 || !la.is_unix) {
+        fprintf(stderr, "Server error: filtermail_transport_socket must be a unix socket\n");
+        return 1;
+    }
+    if (cfg->transport_tls_policy[0] != '\0' &&
+        tls_policy_load(cfg->transport_tls_policy, &policy, err, sizeof(err)) < 0) {
+        fprintf(stderr, "Failed to read config: filtermail_transport_tls_policy: %s\n", err);
+        return 1;
+    }
+    struct dns_config dc = {.unbound_config = cfg->unbound_config,
+                            .trust_anchor = cfg->trust_anchor,
+                            .start_later = true};
+    sc.dns = dns_resolver_new(&dc, err, sizeof(err));
+    if (sc.dns == NULL) {
+        fprintf(stderr, "Server error: DNS resolver: %s\n", err);
+        return 1;
+    }
+    if (listener_open(&lsn, &la, 511, 0, err, sizeof(err)) < 0) {
+        fprintf(stderr, "Server error: %s\n", err);
+        return 1;
+    }
+    if (privs_drop(cfg->user, cfg->transport_socket, cfg->socket_group, err, sizeof(err)) < 0) {
+        fprintf(stderr, "Server error: %s\n", err);
+        return 1;
+    }
+    if (geteuid() == 0) {
+        fprintf(stderr, "Server error: filtermail-deliverd refuses to deliver as root\n");
+        return 1;
+    }
+    log_sink(cfg->transport_log);
+    /* Signals are taken by sigwait below, never by the delivery threads. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "Server error: cannot initialise libcurl\n");
+        return 1;
+    }
+    if (dns_resolver_start(sc.dns, err, sizeof(err)) < 0) {
+        fprintf(stderr, "Server error: DNS resolver: %s\n", err);
+        return 1;
+    }
+    sc.cfg = cfg;
+    sc.policy = policy;
+    pthread_t acceptor;
+    if (pthread_create(&acceptor, NULL, accept_thread, &lsn.fd) != 0) {
+        fprintf(stderr, "Server error: cannot start the accept thread\n");
+        return 1;
+    }
+    log_info(TARGET, "accepting deliveries on %s", cfg->transport_socket);
+    sdnotify_ready("accepting deliveries");
+
+    unsigned wd_ms = sdnotify_watchdog_interval_ms();
+    struct timespec wd = {.tv_sec = wd_ms / 1000, .tv_nsec = (long)(wd_ms % 1000) * 1000000};
+    for (;;) {
+        int sig = wd_ms > 0 ? sigtimedwait(&sigs, NULL, &wd) : sigwaitinfo(&sigs, NULL);
+        if (sig < 0) {
+            if (errno == EAGAIN)
+                sdnotify_watchdog();
+            continue;
+        }
+        if (sig == SIGHUP) {
+            log_info(TARGET, "SIGHUP: the configuration is read at start only (restart to "
+                             "change it)");
+            continue;
+        }
+        log_info(TARGET, "shutting down on signal %d", sig);
+        break;
+    }
+    sdnotify_stopping();
+    /* No new deliveries: shutdown(2) wakes the accept thread. */
+    shutdown(lsn.fd, SHUT_RDWR);
+    pthread_join(acceptor, NULL);
+    listener_close(&lsn);
+    int64_t until = (int64_t)clock_mono_ms() + (int64_t)cfg->transport_deadline * 1000 + 5000;
+    pthread_mutex_lock(&slots_lock);
+    while (running > 0 && (int64_t)clock_mono_ms() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&slots_free, &slots_lock, &ts);
+    }
+    unsigned left = running;
+    pthread_mutex_unlock(&slots_lock);
+    if (left > 0)
+        log_warn(TARGET, "%u deliveries still under way at exit", left);
+    return 0;
+}

@@ -1,0 +1,138 @@
+/* serve: request in, delivery, outcome out. */
+#include "serve.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "clock.h"
+#include "deliver.h"
+#include "envelope.h"
+#include "handoff.h"
+#include "handoffio.h"
+#include "log.h"
+#include "spool.h"
+#include "state.h"
+
+#define TARGET "filtermail::transport"
+
+/* Headroom over max_message_size for what Postfix adds (Received:). */
+#define SIZE_SLACK (256 * 1024)
+/* How long the answer may take to leave once the delivery has ended. */
+#define REPLY_WAIT_MS 10000
+
+/* deliver_run's settled hook has no argument: the connection it answers on
+ * is the thread's own. */
+static _Thread_local int reply_sock = -1;
+static _Thread_local bool reply_sent;
+
+static void reply(const struct outcome *o)
+{
+    if (reply_sock < 0 || reply_sent)
+        return;
+    reply_sent = true;
+    (void)handoff_send_reply(reply_sock, o, (int64_t)clock_mono_ms() + REPLY_WAIT_MS);
+}
+
+static void deliver(const struct serve_ctx *sc, const struct handoff_request *req, int msg_fd,
+                    int64_t deadline, struct outcome *out)
+{
+    const struct config *cfg = sc->cfg;
+    struct envelope env;
+    char err[1024];
+
+    enum envelope_status es =
+        envelope_check(req->sender, req->rcpts, req->nrcpts, &env, err, sizeof(err));
+    if (es == ENVELOPE_BAD_ADDRESS) {
+        outcome_set(out, OUTCOME_BOUNCE, "5.1.3", "%s", err);
+        return;
+    }
+    if (es != ENVELOPE_OK) {
+        outcome_set(out, OUTCOME_TEMPFAIL, "4.3.5", "%s", err);
+        log_err(TARGET, "%s: %s", req->queue_id, err);
+        return;
+    }
+    struct state_store *state = NULL;
+    if (cfg->transport_state[0] != '\0') {
+        state = state_open(cfg->transport_state, err, sizeof(err));
+        if (state == NULL)
+            log_warn(TARGET, "%s: no shared state: %s", req->queue_id, err);
+    }
+    struct spool msg;
+    uint64_t max_in = cfg->max_message_size + SIZE_SLACK;
+    if (max_in < cfg->max_message_size)
+        max_in = UINT64_MAX;
+    enum spool_status ss =
+        spool_from_fd(msg_fd, cfg->transport_state, max_in, &msg, err, sizeof(err));
+    if (ss != SPOOL_OK) {
+        if (ss == SPOOL_TOO_BIG) {
+            outcome_set(out, OUTCOME_BOUNCE, "5.3.4", "Message too big for system: %s", err);
+        } else {
+            outcome_set(out, OUTCOME_TEMPFAIL, "4.3.0", "%s", err);
+            log_err(TARGET, "%s: %s", req->queue_id, err);
+        }
+        state_close(&state);
+        return;
+    }
+    uint32_t random = 0;
+    if (getrandom(&random, sizeof(random), GRND_NONBLOCK) != sizeof(random))
+        random = (uint32_t)clock_mono_ns();
+    struct deliver_ctx ctx = {
+        .cfg = cfg,
+        .dns = sc->dns,
+        .state = state,
+        .policy = sc->policy,
+        .deadline = deadline,
+        .now_unix = (int64_t)(clock_wall_ns() / CLOCK_NS_PER_SEC),
+        .random = random,
+        .queue_id = req->queue_id,
+        .settled = reply,
+    };
+    struct deliver_report rep;
+    uint64_t t0 = clock_mono_ns();
+    deliver_run(&ctx, &env, &msg, out, &rep);
+    char summary[2048];
+    deliver_summary(&env, &rep, clock_elapsed_s(t0), msg.size, out, summary, sizeof(summary));
+    log_info(TARGET, "%s: %s", req->queue_id, summary);
+    spool_close(&msg);
+    state_close(&state);
+}
+
+void serve_connection(const struct serve_ctx *sc, int conn)
+{
+    int64_t start = (int64_t)clock_mono_ms();
+    int64_t deadline = start + (int64_t)sc->cfg->transport_deadline * 1000;
+    struct handoff_request *req = malloc(sizeof(*req));
+    struct outcome out;
+    struct buf b;
+    char err[300];
+    int fd = -1;
+
+    reply_sock = conn;
+    reply_sent = false;
+    buf_init(&b, HANDOFF_REQUEST_MAX);
+    if (req == NULL) {
+        outcome_set(&out, OUTCOME_TEMPFAIL, "4.3.0", "filtermail-deliverd: out of memory");
+    } else if (handoff_recv_request(conn, &b, &fd, start + SERVE_REQUEST_WAIT_MS, req, err,
+                                    sizeof(err)) < 0) {
+        outcome_set(&out, OUTCOME_TEMPFAIL, "4.3.0", "filtermail-deliverd: bad request: %s", err);
+        log_warn(TARGET, "bad request from a client: %s", err);
+    } else if (fd < 0) {
+        outcome_set(&out, OUTCOME_TEMPFAIL, "4.3.0",
+                    "filtermail-deliverd: the request came without the message");
+        log_warn(TARGET, "%s: the request came without the message", req->queue_id);
+    } else {
+        deliver(sc, req, fd, deadline, &out);
+    }
+    reply(&out);
+    reply_sock = -1;
+    if (fd >= 0)
+        close(fd);
+    buf_free(&b);
+    free(req);
+    close(conn);
+}
