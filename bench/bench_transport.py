@@ -47,6 +47,8 @@ from benchlib import pct, say  # noqa: E402
 
 BUILD = REPO / os.environ.get("FILTERMAIL_BUILD", "build")
 BINARY = (BUILD / "filtermail-transport").resolve()
+CLIENT = (BUILD / "filtermail-transport-client").resolve()
+DELIVERD = (BUILD / "filtermail-deliverd").resolve()
 ADDR = "127.0.0.50"
 HOST = "mx-bench.remote.test"
 SLOW_ADDR = "127.0.0.51"  # answers after SLOW_SECONDS: deliveries stay alive together
@@ -54,6 +56,7 @@ SLOW_HOST = "mx-slow.remote.test"
 SLOW_SECONDS = 3
 CONCURRENT = 20
 FANOUT = 50
+FANOUT_BIG = 1000
 
 
 RUNNER = (REPO / "build" / "bench" / "bench_transport").resolve()
@@ -90,6 +93,7 @@ def setup(tmp):
         "bench IN MX 10 mx-bench.remote.test.",
         "fan1 IN MX 10 mx-bench.remote.test.",
         "fan50 IN MX 10 mx-bench.remote.test.",
+        "fanbig IN MX 10 mx-bench.remote.test.",
         f"mx-slow IN A {SLOW_ADDR}",
         "slow IN MX 10 mx-slow.remote.test.",
     ]) + "\n")
@@ -118,6 +122,12 @@ def setup(tmp):
         "filtermail_transport_log": log,
     }.items()))
     ini.chmod(0o644)
+    # The same settings for filtermail-deliverd and its client.
+    dini = tmp / "deliverd.ini"
+    dini.write_text(ini.read_text() + f"filtermail_user = nobody\n"
+                    f"filtermail_socket_group = nogroup\n"
+                    f"filtermail_transport_socket = unix:{tmp}/deliverd.sock\n")
+    dini.chmod(0o644)
     nginx = Nginx(tmp)
     nginx.server(ADDR, https_port, cert, key, "return 200 '250 OK';",
                  "keepalive_timeout 5s; ssl_session_tickets on;")
@@ -125,8 +135,64 @@ def setup(tmp):
     slow_cert, slow_key = ca.issue(SLOW_HOST)
     nginx.server(SLOW_ADDR, https_port, slow_cert, slow_key, Nginx.proxy(backend.port, "slow"))
     nginx.start()
-    return {"ini": ini, "ca": ca, "https_port": https_port, "nginx": nginx, "log": log,
-            "backend": backend}
+    return {"ini": ini, "dini": dini, "sock": tmp / "deliverd.sock", "ca": ca,
+            "https_port": https_port, "nginx": nginx, "log": log, "backend": backend}
+
+
+def start_deliverd(env):
+    p = subprocess.Popen([str(DELIVERD), str(env["dini"])], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until(lambda: env["sock"].exists() or p.poll() is not None, 20, "deliverd's socket")
+    if p.poll() is not None:
+        raise RuntimeError(f"filtermail-deliverd exited: {p.stderr.read()}")
+    return p
+
+
+def proc_cpu_ms(pid):
+    """User + system CPU of a process and all its threads so far, in ms."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def one_delivery_daemon(env, runs, tmp, daemon):
+    """The same delivery through filtermail-deliverd: the client's own CPU
+    (wait4) plus the daemon's CPU over the runs divided by their number."""
+    data = message()
+    args = [str(CLIENT), str(env["dini"]), "-q", "BENCH3", "-f", "alice@example.org", "--",
+            "bob@bench.remote.test"]
+    for *_, status in timed_runs(args, data, 5, tmp):
+        if status != 0:
+            raise RuntimeError(f"delivery through deliverd failed (exit {status}):\n"
+                               + env["log"].read_text()[-2000:])
+    before = len(env["nginx"].requests(ADDR))
+    c0 = proc_cpu_ms(daemon.pid)
+    results = timed_runs(args, data, runs, tmp)
+    dcpu = (proc_cpu_ms(daemon.pid) - c0) / runs
+    if any(s != 0 for *_, s in results):
+        raise RuntimeError("deliveries through deliverd failed:\n" + env["log"].read_text()[-2000:])
+    walls = [w for w, *_ in results]
+    cpus = [c for _, c, *_ in results]
+    rss = max(r for _, _, r, _ in results)
+    lines = env["nginx"].requests(ADDR)[before:]
+    reused = sum(1 for line in lines if line.endswith(" r"))
+    kept = sum(1 for line in lines if int(line.split()[-2]) > 1)
+    # The floor: pipe(8)'s own cost per invocation, a process that does nothing.
+    noop = timed_runs(["/bin/true"], b"", runs, tmp)
+    ncpu = statistics.median(c for _, c, *_ in noop)
+    total = statistics.median(cpus) + dcpu
+    say(f"== One delivery over HTTPS through filtermail-deliverd ({runs} runs, one after another)")
+    say(f"  client (filtermail-transport-client): wall p50 {statistics.median(walls):.1f} ms, "
+        f"p99 {pct(walls, 99):.1f} ms; CPU p50 {statistics.median(cpus):.2f} ms; peak RSS "
+        f"{rss / 1024:.1f} MiB")
+    say(f"  daemon CPU per delivery (mean over the runs): {dcpu:.2f} ms; of {len(lines)} POSTs, "
+        f"{kept} went over a connection kept from an earlier one, {reused} over a resumed TLS "
+        f"session")
+    say(f"  CPU per delivery, client p50 + daemon mean: {total:.2f} ms "
+        f"(floor: a no-op process forked and reaped the same way, /bin/true: {ncpu:.2f} ms)")
+    say(f"  target CPU per delivery p50 <= 3 ms: {'PASS' if total <= 3 else 'MISS'}")
+    say()
+    return total
 
 
 def message(size=2048):
@@ -253,6 +319,105 @@ def concurrent_memory(env, tmp):
     say()
 
 
+def concurrent_memory_daemon(env, tmp, daemon):
+    """CONCURRENT clients at once waiting for the slow relay through the
+    daemon: each client's RSS and PSS, and what the daemon grew by, shared
+    among them."""
+    data = message()
+    stdin = tmp / "stdin-concurrent"
+    stdin.write_bytes(data)
+    stdin.chmod(0o644)
+    args = [str(CLIENT), str(env["dini"]), "-q", "BENCH4", "-f", "alice@example.org", "--",
+            "bob@slow.remote.test"]
+    d0 = smaps_rollup(daemon.pid)["Pss"]
+    procs = []
+    try:
+        for _ in range(CONCURRENT):
+            with open(stdin, "rb") as f:
+                procs.append(subprocess.Popen(args, stdin=f, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL, user=NOBODY,
+                                              group=NOBODY, extra_groups=[]))
+        time.sleep(SLOW_SECONDS / 2)
+        rolls = [smaps_rollup(p.pid) for p in procs if p.poll() is None]
+        d1 = smaps_rollup(daemon.pid)["Pss"]
+        if len(rolls) != CONCURRENT:
+            raise RuntimeError(f"only {len(rolls)} of {CONCURRENT} clients were alive")
+        for p in procs:
+            if p.wait(timeout=60) != 0:
+                raise RuntimeError(f"a slow delivery failed (exit {p.returncode}):\n"
+                                   + env["log"].read_text()[-2000:])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    rss = statistics.median(r["Rss"] for r in rolls)
+    pss = statistics.median(r["Pss"] for r in rolls)
+    grow = max(0, d1 - d0) / CONCURRENT
+    say(f"== {CONCURRENT} deliveries at once through filtermail-deliverd")
+    say(f"  per client process (median): peak RSS {rss / 1024:.2f} MiB, PSS {pss / 1024:.2f} MiB; "
+        f"the daemon's PSS grew {grow / 1024:.2f} MiB per delivery under way "
+        f"(daemon PSS {d1 / 1024:.1f} MiB in all)")
+    per = pss + grow
+    say(f"  targets RSS <= 8 MiB: {'PASS' if rss <= 8 * 1024 else 'MISS'}; PSS per delivery "
+        f"(client + daemon's growth) {per / 1024:.2f} MiB <= 2 MiB: "
+        f"{'PASS' if per <= 2 * 1024 else 'MISS'}")
+    say()
+
+
+def fan_out_daemon(env, tmp):
+    """FANOUT_BIG recipients at one relay through filtermail-deliverd with
+    recipient limit 1 (each recipient its own status), some refused for good
+    by the relay: the time until the queue is empty, and every status."""
+    argv = (f"{CLIENT} {env['dini']} -q ${{queue_id}} -f ${{sender}} -- ${{recipient}}")
+    # The floor: the same fan-out to a pipe(8) service whose command does
+    # nothing (/bin/true: every recipient "delivered" at once).
+    master = (f"ftd unix - n n - 100 pipe\n"
+              f"  flags=q eol=\\r\\n null_sender= user=nobody argv={argv}\n"
+              f"ftnoop unix - n n - 100 pipe\n"
+              f"  flags=q eol=\\r\\n null_sender= user=nobody argv=/bin/true\n")
+    main = ("ftd_destination_recipient_limit = 1\n"
+            "ftd_destination_concurrency_limit = 100\n"
+            "ftnoop_destination_recipient_limit = 1\n"
+            "ftnoop_destination_concurrency_limit = 100\n"
+            "default_destination_concurrency_limit = 100\n"
+            "transport_maps = inline:{ fanbig.remote.test=ftd, fannoop.remote.test=ftnoop }\n"
+            "in_flow_delay = 0\n")
+    say(f"== Fan-out through filtermail-deliverd: one message to {FANOUT_BIG} recipients at one "
+        f"relay, recipient limit 1")
+    with Relay(milter=False, domains=("example.org",), main_cf=main, master_cf=master) as relay:
+        before = len(env["nginx"].requests(ADDR))
+        rcpts = [f"user{i}@fanbig.remote.test" for i in range(FANOUT_BIG)]
+        t0 = time.monotonic()
+        reply = relay.send("submission", "alice@example.org", rcpts, message())
+        if reply.code != 250:
+            raise RuntimeError(f"submission refused: {reply}")
+        t1 = time.monotonic()
+        wait_until(lambda: not relay.queue(), 300, "an empty queue", interval=0.02)
+        took = time.monotonic() - t1
+        posts = len(env["nginx"].requests(ADDR)) - before
+        log = relay.maillog()
+        sent = len(set(re.findall(r"to=<(user\d+)@fanbig\.remote\.test>, relay=ftd, .*status=sent",
+                                  log)))
+        other = len(re.findall(r"@fanbig\.remote\.test>, relay=ftd, .*status=(?:deferred|bounced)",
+                               log))
+        say(f"  {took * 1000:7.0f} ms until the queue is empty (+{(t1 - t0) * 1000:.0f} ms "
+            f"submission), {posts} remote transactions, {sent} recipients sent exactly, "
+            f"{other} deferred or bounced")
+        rcpts = [f"user{i}@fannoop.remote.test" for i in range(FANOUT_BIG)]
+        reply = relay.send("submission", "alice@example.org", rcpts, message())
+        if reply.code != 250:
+            raise RuntimeError(f"submission refused: {reply}")
+        t2 = time.monotonic()
+        wait_until(lambda: not relay.queue(), 300, "an empty queue", interval=0.02)
+        floor = time.monotonic() - t2
+        say(f"  floor, the same through pipe(8) running /bin/true: {floor * 1000:7.0f} ms until "
+            f"the queue is empty")
+        say(f"  target queue empty within 2 s: {'PASS' if took <= 2 else 'MISS'}"
+            f"{'' if took <= 2 or floor < 2 else ' (pipe(8) alone does not reach it)'}")
+    say()
+
+
 def fan_out(env, tmp):
     argv = (f"{BINARY} {env['ini']} -q ${{queue_id}} -f ${{sender}} -- ${{recipient}}")
     master = "".join(f"ft{n} unix - n n - 100 pipe\n"
@@ -290,13 +455,15 @@ def fan_out(env, tmp):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_TRANSPORT_RUNS", 200)))
+    ap.add_argument("--only-daemon", action="store_true",
+                    help="only the filtermail-deliverd figures")
     args = ap.parse_args()
     if os.geteuid() != 0:
         say("bench_transport: run as root (Postfix and nginx need it)")
         return 1
     # A terminated run still stops its nginx and Postfix (finally, with-blocks).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    for path in (BINARY, RUNNER):
+    for path in (BINARY, CLIENT, DELIVERD, RUNNER):
         if not path.exists():
             say(f"bench_transport: {path} not built (make all build/bench/bench_transport)")
             return 1
@@ -309,9 +476,18 @@ def main():
     env = None
     try:
         env = setup(tmp)
-        one_delivery(env, args.runs, tmp)
-        concurrent_memory(env, tmp)
-        fan_out(env, tmp)
+        if not args.only_daemon:
+            one_delivery(env, args.runs, tmp)
+            concurrent_memory(env, tmp)
+            fan_out(env, tmp)
+        daemon = start_deliverd(env)
+        try:
+            one_delivery_daemon(env, args.runs, tmp, daemon)
+            concurrent_memory_daemon(env, tmp, daemon)
+            fan_out_daemon(env, tmp)
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
         return 0
     except Exception as e:
         say(f"bench_transport: {e}")

@@ -7,7 +7,9 @@
  * (bench/README.md). This daemon starts once: the libraries, the DNSSEC
  * resolver (whose cache keeps validated answers for their TTL) and the TLS
  * policy file are set up at start-up, and each delivery handed over on
- * filtermail_transport_socket runs in a thread of its own (serve.c).
+ * filtermail_transport_socket runs in a thread of its own (serve.c). HTTPS
+ * connections to remote relays stay open between deliveries and are reused
+ * (https_share_connections).
  *
  * Wiring only: the configuration, the listening socket (created as root,
  * given to filtermail_user and filtermail_socket_group with mode 0660), the
@@ -32,6 +34,7 @@
 #include "clock.h"
 #include "config.h"
 #include "dns.h"
+#include "https.h"
 #include "listener.h"
 #include "log.h"
 #include "privs.h"
@@ -195,6 +198,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "Server error: cannot initialise libcurl\n");
         return 1;
     }
+    if (https_share_connections() < 0)
+        log_warn(TARGET, "cannot keep HTTPS connections between deliveries: each connects anew");
     if (dns_resolver_start(sc.dns, err, sizeof(err)) < 0) {
         fprintf(stderr, "Server error: DNS resolver: %s\n", err);
         return 1;

@@ -75,35 +75,92 @@ static size_t https_header(char *ptr, size_t size, size_t nmemb, void *arg)
 static int https_ex_index = -1;
 static pthread_once_t https_ex_once = PTHREAD_ONCE_INIT;
 
+/* A session offered and not yet used goes with its SSL_CTX. */
+static void https_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                          void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    SSL_SESSION_free(ptr);
+}
+
 /* Once per process: filtermail-deliverd runs deliveries in many threads. */
 static void https_ex_init(void)
 {
-    https_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    https_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, https_ex_free);
 }
 
 /* libcurl hands out the SSL_CTX, not the connection: the session is offered
- * when the handshake starts, before the ClientHello is written. */
+ * when the handshake starts, before the ClientHello is written. The session
+ * to offer belongs to the SSL_CTX (its ex_data), not to the transfer: a
+ * connection kept for reuse outlives the transfer that made it, and TLS 1.3
+ * calls this again for post-handshake messages. */
 static void https_info(const SSL *ssl, int where, int ret)
 {
     (void)ret;
     if (!(where & SSL_CB_HANDSHAKE_START))
         return;
     SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
-    struct https_xfer *x = SSL_CTX_get_ex_data(ctx, https_ex_index);
-    if (x != NULL && x->offer != NULL && SSL_get_session(ssl) == NULL) {
-        SSL_set_session((SSL *)ssl, x->offer);
-        SSL_SESSION_free(x->offer);
-        x->offer = NULL;
+    SSL_SESSION *offer = SSL_CTX_get_ex_data(ctx, https_ex_index);
+    if (offer != NULL && SSL_get_session(ssl) == NULL) {
+        SSL_CTX_set_ex_data(ctx, https_ex_index, NULL);
+        SSL_set_session((SSL *)ssl, offer);
+        SSL_SESSION_free(offer);
     }
 }
 
 static CURLcode https_sslctx(CURL *curl, void *sslctx, void *arg)
 {
     (void)curl;
+    struct https_xfer *x = arg;
     SSL_CTX *ctx = sslctx;
-    SSL_CTX_set_ex_data(ctx, https_ex_index, arg);
+    if (x->offer != NULL && SSL_CTX_set_ex_data(ctx, https_ex_index, x->offer) == 1)
+        x->offer = NULL; /* the SSL_CTX's now */
     SSL_CTX_set_info_callback(ctx, https_info);
     return CURLE_OK;
+}
+
+/* Connections kept between deliveries (https_share_connections). */
+static CURLSH *https_share;
+static pthread_mutex_t https_share_lock[CURL_LOCK_DATA_LAST];
+
+static void https_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
+{
+    (void)h, (void)access, (void)arg;
+    pthread_mutex_lock(&https_share_lock[data]);
+}
+
+static void https_unlock(CURL *h, curl_lock_data data, void *arg)
+{
+    (void)h, (void)arg;
+    pthread_mutex_unlock(&https_share_lock[data]);
+}
+
+int https_share_connections(void)
+{
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&https_share_lock[i], NULL);
+    https_share = curl_share_init();
+    if (https_share == NULL ||
+        curl_share_setopt(https_share, CURLSHOPT_LOCKFUNC, https_lock) != CURLSHE_OK ||
+        curl_share_setopt(https_share, CURLSHOPT_UNLOCKFUNC, https_unlock) != CURLSHE_OK ||
+        curl_share_setopt(https_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK) {
+        if (https_share != NULL)
+            curl_share_cleanup(https_share);
+        https_share = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* A kept connection that turns out closed is retried on a new one: the body
+ * starts again. */
+static int https_seek(void *arg, curl_off_t offset, int origin)
+{
+    struct https_xfer *x = arg;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > x->job->msg->size)
+        return CURL_SEEKFUNC_CANTSEEK;
+    x->off = (uint64_t)offset;
+    return CURL_SEEKFUNC_OK;
 }
 
 static bool https_is_ip6(const char *host)
@@ -203,6 +260,10 @@ void https_deliver(const struct https_job *job, struct https_result *res)
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->msg->size);
     curl_easy_setopt(curl, CURLOPT_READFUNCTION, https_read);
     curl_easy_setopt(curl, CURLOPT_READDATA, &x);
+    curl_easy_setopt(curl, CURLOPT_SEEKFUNCTION, https_seek);
+    curl_easy_setopt(curl, CURLOPT_SEEKDATA, &x);
+    if (https_share != NULL)
+        curl_easy_setopt(curl, CURLOPT_SHARE, https_share);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, https_write);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &x);
     x.curl = curl;

@@ -12,7 +12,8 @@
  * A TLS session from an earlier delivery may be offered for resumption, and
  * the session of this one is handed back for storing.
  *
- * Not thread-safe (one transfer at a time; curl_global_init done by main).
+ * Thread-safe once curl_global_init is done (by main): transfers in several
+ * threads each have their own handle.
  */
 #ifndef FILTERMAIL_HTTPS_H
 #define FILTERMAIL_HTTPS_H
@@ -55,6 +56,16 @@ struct https_result {
     unsigned char *session;      /* the session to store (malloc()ed), or NULL */
     size_t session_len;
 };
+
+/* From now on, connections stay open after a delivery (as long as the
+ * server keeps them, at most libcurl's CURLOPT_MAXAGE_CONN, 118 s) and any
+ * later https_deliver, in any thread, to the same host name, port and TLS
+ * settings (verification, CA) reuses one instead of connecting and shaking
+ * hands again; the address it goes to is one the name had in a
+ * DNSSEC-validated answer when the connection was made. For
+ * filtermail-deliverd; call once, after curl_global_init and before the
+ * threads. Returns 0 or -1 (then every delivery connects anew). */
+int https_share_connections(void);
 
 /* Runs the POST. Free res->session with free(). */
 void https_deliver(const struct https_job *job, struct https_result *res);

@@ -854,7 +854,7 @@ def test_deliverd_client_links_only_libc():
         assert lib not in out, out
 
 
-def test_deliverd_https_delivery_and_resumption():
+def test_deliverd_https_delivery_keeps_the_connection_and_resumes_tls():
     backend_requests()
     rcpts = [f"bob@{d('ok')}", f"carol@{d('ok')}"]
     data, mark = message(rcpts[0])
@@ -864,13 +864,22 @@ def test_deliverd_https_delivery_and_resumption():
     assert len(got) == 1 and got[0]["body"] == smtp_data(data), got
     assert [v for k, v in got[0]["headers"] if k == "x-mail-to"] == rcpts, got
     assert "to=<bob@ok.remote.test> and others, relay=mx-ok.remote.test[127.0.0.2]:" in r.log, r
-    # The next one resumes the TLS session the daemon kept.
+    # The next one goes over the same connection: its second request.
     r = via_daemon([f"dave@{d('ok')}"], data, sender="")
     expect(r, 0, "delivered via HTTPS")
     got = backend_requests()
     assert len(got) == 1 and not any(k == "x-mail-from" for k, _ in got[0]["headers"])
-    assert T.nginx.requests("127.0.0.2")[-1].endswith(" r"), T.nginx.requests("127.0.0.2")
+    last = T.nginx.requests("127.0.0.2")[-1].split()
+    assert int(last[-2]) >= 2, T.nginx.requests("127.0.0.2")
     assert not T.remote.find(rcpts[0], mark)
+    # A restarted daemon connects anew and resumes the TLS session it stored.
+    stop_deliverd(T.deliverd)
+    T.deliverd = start_deliverd(T.ini_d, T.sock)
+    r = via_daemon([f"erin@{d('ok')}"], data)
+    expect(r, 0, "delivered via HTTPS")
+    last = T.nginx.requests("127.0.0.2")[-1].split()
+    assert last[-2:] == ["1", "r"], T.nginx.requests("127.0.0.2")
+    assert len(backend_requests()) == 1
 
 
 def test_deliverd_outcomes_keep_their_codes_and_texts():

@@ -108,7 +108,7 @@ http {{
     fastcgi_temp_path {self.dir}/body;
     uwsgi_temp_path {self.dir}/body;
     scgi_temp_path {self.dir}/body;
-    log_format fmt '$request_method $uri $status $request_length $ssl_session_reused';
+    log_format fmt '$request_method $uri $status $request_length $connection_requests $ssl_session_reused';
     client_max_body_size 10m;
     {servers}
 }}
