@@ -122,9 +122,14 @@ static bool try_https(struct run *r, const char *host, const struct mx_addrs *ad
         job.session_len = sess_len;
     }
     https_deliver(&job, &res);
+    /* A connection kept by filtermail-deliverd, or a TLS 1.2 resumption,
+     * hands back the session it was offered: nothing new to store. */
+    bool same = sess != NULL && res.session != NULL && res.session_len == sess_len &&
+                memcmp(res.session, sess, sess_len) == 0;
     free(sess);
     if (res.status == HTTPS_DELIVERED) {
-        session_store(r, key, res.session, res.session_len);
+        if (!same)
+            session_store(r, key, res.session, res.session_len);
         snprintf(rep->relay, sizeof(rep->relay), "%s[%s]:%u", host, res.ip, (unsigned)job.port);
         snprintf(rep->channel, sizeof(rep->channel), "https");
         outcome_set(out, OUTCOME_DELIVERED, "2.0.0", "delivered via HTTPS to %s[%s]:%u (%ld)",

@@ -16,6 +16,8 @@
 #include "netio.h"
 
 #define HTTPS_BODY_KEEP 200
+/* Idle connections filtermail-deliverd keeps (master.cf's maxproc is 100). */
+#define HTTPS_KEPT_CONNECTIONS 128
 
 struct https_xfer {
     const struct https_job *job;
@@ -25,6 +27,7 @@ struct https_xfer {
     char body[HTTPS_BODY_KEEP + 1];
     size_t bodylen;
     SSL_SESSION *offer;   /* resumed at the start of the handshake */
+    bool connected;       /* a new connection was made (not a kept one) */
 };
 
 static size_t https_read(char *ptr, size_t size, size_t nmemb, void *arg)
@@ -108,11 +111,22 @@ static void https_info(const SSL *ssl, int where, int ret)
     }
 }
 
+/* Called for a new connection only: the stored session is decoded then, not
+ * for a transfer that goes over a kept connection. */
 static CURLcode https_sslctx(CURL *curl, void *sslctx, void *arg)
 {
     (void)curl;
     struct https_xfer *x = arg;
     SSL_CTX *ctx = sslctx;
+    x->connected = true;
+    if (x->offer == NULL && x->job->session != NULL) {
+        const unsigned char *q = x->job->session;
+        x->offer = d2i_SSL_SESSION(NULL, &q, (long)x->job->session_len);
+        if (x->offer != NULL && !SSL_SESSION_is_resumable(x->offer)) {
+            SSL_SESSION_free(x->offer);
+            x->offer = NULL;
+        }
+    }
     if (x->offer != NULL && SSL_CTX_set_ex_data(ctx, https_ex_index, x->offer) == 1)
         x->offer = NULL; /* the SSL_CTX's now */
     SSL_CTX_set_info_callback(ctx, https_info);
@@ -238,15 +252,6 @@ void https_deliver(const struct https_job *job, struct https_result *res)
             goto oom;
         headers = h;
     }
-    if (job->session != NULL) {
-        const unsigned char *q = job->session;
-        x.offer = d2i_SSL_SESSION(NULL, &q, (long)job->session_len);
-        if (x.offer != NULL && !SSL_SESSION_is_resumable(x.offer)) {
-            SSL_SESSION_free(x.offer);
-            x.offer = NULL;
-        }
-    }
-
     curl = curl_easy_init();
     if (curl == NULL)
         goto oom;
@@ -262,8 +267,12 @@ void https_deliver(const struct https_job *job, struct https_result *res)
     curl_easy_setopt(curl, CURLOPT_READDATA, &x);
     curl_easy_setopt(curl, CURLOPT_SEEKFUNCTION, https_seek);
     curl_easy_setopt(curl, CURLOPT_SEEKDATA, &x);
-    if (https_share != NULL)
+    if (https_share != NULL) {
         curl_easy_setopt(curl, CURLOPT_SHARE, https_share);
+        /* The shared cache keeps this many idle connections (libcurl's
+         * default for one transfer at a time would be 4). */
+        curl_easy_setopt(curl, CURLOPT_MAXCONNECTS, (long)HTTPS_KEPT_CONNECTIONS);
+    }
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, https_write);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &x);
     x.curl = curl;
@@ -308,8 +317,9 @@ void https_deliver(const struct https_job *job, struct https_result *res)
                 x.body[i] = ' ';
         snprintf(res->err, sizeof(res->err), "HTTP status %ld: %s", res->http_code, x.body);
     }
-    /* Keep the session for the next delivery to this host. */
-    if (x.got != NULL && SSL_SESSION_is_resumable(x.got)) {
+    /* Keep the session of a new connection for the next delivery to this
+     * host (a kept connection's is the one stored when it was new). */
+    if (x.connected && x.got != NULL && SSL_SESSION_is_resumable(x.got)) {
         int n = i2d_SSL_SESSION(x.got, NULL);
         if (n > 0) {
             unsigned char *der = malloc((size_t)n), *q = der;
