@@ -211,7 +211,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "Server error: cannot start the accept thread\n");
         return 1;
     }
-    log_info(TARGET, "accepting deliveries on %s", cfg->transport_socket);
+    log_info("filtermail", "entering serving loop");
+    log_debug(TARGET, "accepting deliveries on %s", cfg->transport_socket);
     sdnotify_ready("accepting deliveries");
 
     unsigned wd_ms = sdnotify_watchdog_interval_ms();

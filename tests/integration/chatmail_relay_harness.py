@@ -59,7 +59,7 @@ import tempfile
 from harness import (NOBODY, REPO, SANITIZER_MARKERS, STOP_TIMEOUT, Daemon, HarnessError,
                      forget_at_exit, pid_alive, postfix_tool, stop_at_exit, wait_until)
 from mxdeliv_harness import Mxdeliv, Nginx, TestCA
-from tworelays_harness import (SELECTOR, Policyd, TwoRelays, build_dir, program, read_text,
+from tworelays_harness import (SELECTOR, Deliverd, Policyd, TwoRelays, build_dir, program, read_text,
                                sh)
 
 CONFIGS = REPO / "tests" / "integration" / "chatmail-relay"
@@ -156,7 +156,7 @@ class Site:
         self.cert = None
         self.before = None              # main.cf, master.cf before the setup
         self.setup_output = ""
-        self.milter = self.policyd = self.mxdeliv = self.nginx = None
+        self.milter = self.policyd = self.deliverd = self.mxdeliv = self.nginx = None
         self.postfix_running = False
         self.dovecot_running = False
         self.passwords = {}
@@ -253,6 +253,7 @@ class Site:
             "filtermail_tls_ca_file": net.ca.cert,
             "filtermail_transport_state": self.tmp / "transport-state",
             "filtermail_transport_log": self.transport_log,
+            "filtermail_transport_socket": f"unix:{self.tmp}/deliverd.sock",
             "filtermail_transport_connect_timeout": "5",
             "filtermail_transport_deadline": "60",
             "filtermail_transport_down_time": "1",
@@ -407,6 +408,8 @@ service auth {{
         self.policyd = Policyd(program("filtermail-policyd", net.default_build), self.ini,
                                self.spool / "filtermail" / "policy.sock",
                                self.tmp / "policyd.log").start()
+        self.deliverd = Deliverd(program("filtermail-deliverd", net.default_build), self.ini,
+                                 self.transport_log).start()
         self._start_dovecot()
         with open(self.tmp / "postfix-start.log", "ab") as out:
             r = subprocess.run([postfix_tool("postfix"), "-c", str(self.pf), "start"],
@@ -438,7 +441,7 @@ service auth {{
 
     def stop(self, check=True):
         problems = []
-        for part in (self.nginx, self.mxdeliv, self.policyd, self.milter):
+        for part in (self.nginx, self.mxdeliv, self.deliverd, self.policyd, self.milter):
             if part is not None:
                 try:
                     part.stop(check=check)
@@ -463,7 +466,7 @@ service auth {{
     # -- checks and logs ---------------------------------------------------------
 
     def check(self):
-        for part in (self.milter, self.policyd, self.mxdeliv):
+        for part in (self.milter, self.policyd, self.deliverd, self.mxdeliv):
             part.check()
         if self.nginx.proc is not None and self.nginx.proc.poll() is not None:
             raise HarnessError(f"{self.domain}'s nginx died:\n" + self.nginx.logs())

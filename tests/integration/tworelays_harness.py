@@ -117,7 +117,7 @@ def transport_master_cf(binary, ini):
     """postfix-conf/master.cf.transport.snippet with the binary, the
     chatmail.ini and the user substituted (each must be found)."""
     text = "\n".join(_snippet_lines(SNIPPET_TRANSPORT_MASTER))
-    for old, new in (("/usr/sbin/filtermail-transport", str(binary)),
+    for old, new in (("/usr/sbin/filtermail-transport-client", str(binary)),
                      ("/usr/local/lib/chatmaild/chatmail.ini", str(ini)),
                      ("user=filtermail", "user=nobody")):
         if old not in text:
@@ -168,6 +168,24 @@ class Policyd(Daemon):
 
 
 # ---------------------------------------------------------------------------
+# filtermail-deliverd
+
+class Deliverd(Daemon):
+    """filtermail-deliverd, the delivery daemon behind the pipe(8) client,
+    reading a relay's chatmail.ini (filtermail_transport_socket). Started as
+    root, it drops to filtermail_user; its log is the transport log, which
+    it writes itself (filtermail_transport_log)."""
+
+    def __init__(self, binary, ini, log_path):
+        super().__init__("filtermail-deliverd", log_path)
+        self.binary = binary
+        self.ini = ini
+
+    def argv(self):
+        return [self.binary, self.ini]
+
+
+# ---------------------------------------------------------------------------
 # One relay
 
 class Site:
@@ -182,6 +200,7 @@ class Site:
         self.cert = None               # (certificate, key) for mx.<domain>
         self.relay = None
         self.policyd = None
+        self.deliverd = None
         self.mxdeliv = None
         self.nginx = None
         self.down = False
@@ -191,7 +210,7 @@ class Site:
     def _master_cf(self, relay):
         net = self.net
         cert, key = self.cert
-        text = transport_master_cf(program("filtermail-transport", net.default_build),
+        text = transport_master_cf(program("filtermail-transport-client", net.default_build),
                                    relay.ini_path)
         text += (f"{self.addr}:{net.smtp_port} inet n - n - - smtpd\n"
                  "  -o syslog_name=postfix/mx\n"
@@ -293,6 +312,7 @@ class Site:
             "filtermail_transport_https_port": str(net.https_port),
             "filtermail_transport_state": str(tstate),
             "filtermail_transport_log": str(self.transport_log),
+            "filtermail_transport_socket": f"unix:{r.tmp}/deliverd.sock",
             "filtermail_transport_connect_timeout": "5",
             "filtermail_transport_io_timeout": "30",
             "filtermail_transport_https_timeout": "30",
@@ -302,6 +322,8 @@ class Site:
         r.start()
         self.policyd = Policyd(program("filtermail-policyd", net.default_build), r.ini_path,
                                sockdir / "policy.sock", r.tmp / "policyd.log").start()
+        self.deliverd = Deliverd(program("filtermail-deliverd", net.default_build), r.ini_path,
+                                 self.transport_log).start()
         self.mxdeliv = Mxdeliv(r, filtermail_log_level=net.log_level)
         self.mxdeliv.start()
         self.nginx = Nginx(r.tmp / "nginx", self.cert, self.mxdeliv.port, host=self.addr,
@@ -326,7 +348,7 @@ class Site:
 
     def stop(self, check=True):
         problems = []
-        for part in (self.nginx, self.mxdeliv, self.policyd):
+        for part in (self.nginx, self.mxdeliv, self.deliverd, self.policyd):
             if part is None:
                 continue
             try:
@@ -348,8 +370,8 @@ class Site:
 
     def take_down(self):
         """The whole relay goes away, as a machine that is switched off: nginx,
-        mxdeliv, Postfix, the milter and the policy server stop (the queue and
-        the Maildirs stay)."""
+        mxdeliv, Postfix, the milter, the policy server and the delivery
+        daemon stop (the queue and the Maildirs stay)."""
         self.nginx.stop()
         self.mxdeliv.stop()
         pid = self.relay.master_pid()
@@ -358,6 +380,7 @@ class Site:
             wait_until(lambda: not pid_alive(pid), START_TIMEOUT, f"{self.domain}'s Postfix to stop")
         self.relay.stop_milter()
         self.policyd.stop()
+        self.deliverd.stop()
         self.down = True
 
     def bring_up(self):
@@ -368,6 +391,7 @@ class Site:
         half an hour)."""
         self.relay.start_milter()
         self.policyd.start()
+        self.deliverd.start()
         self.mxdeliv.start()
         self.nginx.start()
         self.relay.postfix_cmd("postfix", "start")
@@ -391,6 +415,7 @@ class Site:
         self.relay.check_milter()
         self.policyd.check()
         if not self.down:
+            self.deliverd.check()
             self.mxdeliv.check()
             if self.nginx.proc is not None and self.nginx.proc.poll() is not None:
                 raise HarnessError(f"{self.domain}'s nginx died:\n" + self.nginx.logs())

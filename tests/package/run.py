@@ -55,9 +55,9 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HERE = REPO / "tests" / "package"
 PKG = "filtermail"
-UNITS = ("filtermail-milter", "filtermail-policyd", "filtermail-mxdeliv")
+UNITS = ("filtermail-milter", "filtermail-policyd", "filtermail-mxdeliv", "filtermail-deliverd")
 PROGRAMS = ("filtermail-milter", "filtermail-policyd", "filtermail-transport",
-            "filtermail-mxdeliv")
+            "filtermail-mxdeliv", "filtermail-deliverd", "filtermail-transport-client")
 UNIT_DIR = pathlib.Path("/lib/systemd/system")
 DEFAULT_INI = "/usr/local/lib/chatmaild/chatmail.ini"
 SOCK_DIR = pathlib.Path("/var/spool/postfix/filtermail")
@@ -226,6 +226,11 @@ class Daemon:
             os.umask(umask)
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
             os.setsid()
+        # RuntimeDirectory=, as systemd makes it (root's, the unit's mode).
+        for name in self.settings.get("RuntimeDirectory", []):
+            rd = pathlib.Path("/run") / name
+            rd.mkdir(exist_ok=True)
+            rd.chmod(int(self.settings.get("RuntimeDirectoryMode", ["0755"])[-1], 8))
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(setpriv_args(self.settings) + self.argv, env=self.env,
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -482,6 +487,7 @@ class PackageCheck:
             self._milter(ini, notify)
             self._policyd(ini, notify)
             self._mxdeliv(ini, notify)
+            self._deliverd(ini, notify)
         finally:
             notify.close()
 
@@ -540,6 +546,25 @@ class PackageCheck:
         r.read()
         check(r.status == 405, f"GET /mxdeliv: {r.status}")
         c.close()
+        d.stop()
+
+    def _deliverd(self, ini, notify):
+        d = self._start("filtermail-deliverd", ini, notify)
+        self._socket(pathlib.Path("/run/filtermail-deliverd/deliverd.sock"))
+        # The client as pipe(8) runs it: .invalid has no MX, so a bounce or
+        # (no DNS here) a deferral, answered by the daemon.
+        msg = b"From: user@chat.example.org\r\nTo: a@nowhere.invalid\r\n\r\nx\r\n"
+        p = subprocess.run(["setpriv", "--reuid=filtermail", "--regid=filtermail",
+                            "--init-groups", "--", "/usr/sbin/filtermail-transport-client",
+                            str(ini), "-q", "TESTQ2", "-f", "user@chat.example.org", "--",
+                            "a@nowhere.invalid"], input=msg, capture_output=True, timeout=120,
+                           env={"PATH": "/usr/bin:/bin"}, cwd="/")
+        out = p.stdout.decode(errors="replace")
+        check(p.returncode in (75, 68, 69) and re.match(r"[45]\.\d+\.\d+ ", out)
+              and "not reachable" not in out,
+              f"client as filtermail: exit {p.returncode}, {out!r} {p.stderr!r}")
+        print(f"   client to a@nowhere.invalid: exit {p.returncode}, {out.splitlines()[0]}")
+        check(d.alive(), f"filtermail-deliverd died:\n{d.log()}")
         d.stop()
 
     def transport(self):
@@ -671,17 +696,18 @@ class PackageCheck:
             check(want in params.splitlines(), f"master.cf lacks {want}")
         check("smtpd_proxy_filter" not in params, "upstream's smtpd_proxy_filter is still there")
         pipe = pc("-M", "filtermail/unix").strip()
-        check(f"user=filtermail argv=/usr/sbin/filtermail-transport {ini} -q ${{queue_id}}"
+        check(f"user=filtermail argv=/usr/sbin/filtermail-transport-client {ini} -q ${{queue_id}}"
               in pipe and "eol=\\r\\n" in pipe, f"the pipe service: {pipe}")
         # Every setting of the snippets is there (main.cf.transport's too).
         for name in ("milter_default_action", "milter_protocol", "milter_mail_macros",
                      "filtermail_destination_recipient_limit", "filtermail_time_limit"):
             check(f"\n{name} = " in "\n" + main, f"main.cf lacks {name}")
         log = (units / "log").read_text().split("\n")
-        # No gap: filtermail's milter and policy server start before
+        # No gap: filtermail's milter, policy server and delivery daemon start before
         # Postfix points at them, upstream's daemons stop only after.
         want_order = ["enable --now filtermail-milter.service",
                       "enable --now filtermail-policyd.service",
+                      "enable --now filtermail-deliverd.service",
                       "disable --now filtermail-incoming.service (wired)",
                       "enable --now filtermail-mxdeliv.service (wired)",
                       "disable --now filtermail.service (wired)",
@@ -734,7 +760,8 @@ class PackageCheck:
                       "start filtermail-incoming.service (wired)",
                       "enable filtermail-incoming.service (wired)",
                       "stop filtermail-milter.service", "disable filtermail-milter.service",
-                      "stop filtermail-policyd.service", "disable filtermail-policyd.service"],
+                      "stop filtermail-policyd.service", "disable filtermail-policyd.service",
+                      "stop filtermail-deliverd.service", "disable filtermail-deliverd.service"],
               f"--undo: systemctl calls: {log}")
         acl = run(["getfacl", "-p", "-R", str(mb)]).stdout
         check("filtermail" not in acl, f"--undo left ACL entries:\n{acl}")
