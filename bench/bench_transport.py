@@ -334,12 +334,13 @@ def concurrent_memory_daemon(env, tmp, daemon):
     stdin = tmp / "stdin-concurrent"
     stdin.write_bytes(data)
     stdin.chmod(0o644)
-    args = [str(CLIENT), str(env["dini"]), "-q", "BENCH4", "-f", "alice@example.org", "--",
-            "bob@slow.remote.test"]
     d0 = smaps_rollup(daemon.pid)["Pss"]
     procs = []
     try:
-        for _ in range(CONCURRENT):
+        for i in range(CONCURRENT):
+            # Each its own queue id: twenty deliveries, not one batch.
+            args = [str(CLIENT), str(env["dini"]), "-q", f"BENCH4x{i}", "-f",
+                    "alice@example.org", "--", "bob@slow.remote.test"]
             with open(stdin, "rb") as f:
                 procs.append(subprocess.Popen(args, stdin=f, stdout=subprocess.DEVNULL,
                                               stderr=subprocess.DEVNULL, user=NOBODY,

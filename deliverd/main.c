@@ -206,6 +206,9 @@ int main(int argc, char **argv)
     }
     sc.cfg = cfg;
     sc.policy = policy;
+    sc.batcher = batcher_new();
+    if (sc.batcher == NULL)
+        log_warn(TARGET, "out of memory for batches: every delivery goes alone");
     pthread_t acceptor;
     if (pthread_create(&acceptor, NULL, accept_thread, &lsn.fd) != 0) {
         fprintf(stderr, "Server error: cannot start the accept thread\n");

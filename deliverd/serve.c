@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "buf.h"
 #include "clock.h"
 #include "deliver.h"
@@ -36,6 +37,26 @@ static void reply(const struct outcome *o)
         return;
     reply_sent = true;
     (void)handoff_send_reply(reply_sock, o, (int64_t)clock_mono_ms() + REPLY_WAIT_MS);
+}
+
+/* Joins the batch of its kind, when batches are on and the delivery is one
+ * recipient of a known queue id. NULL: deliver alone. */
+static struct batch *join(const struct serve_ctx *sc, const struct handoff_request *req,
+                          const struct envelope *env, const struct spool *msg, bool *leader_r)
+{
+    struct batch_key key;
+    if (sc->batcher == NULL || req->nrcpts != 1 || strcmp(req->queue_id, "-") == 0)
+        return NULL;
+    memset(&key, 0, sizeof(key));
+    size_t s = strlen(req->sender), q = strlen(req->queue_id), d = strlen(env->domain);
+    if (s >= sizeof(key.sender) || q >= sizeof(key.queue_id) || d >= sizeof(key.domain))
+        return NULL;
+    memcpy(key.sender, req->sender, s);
+    memcpy(key.queue_id, req->queue_id, q);
+    memcpy(key.domain, env->domain, d);
+    key.size = msg->size;
+    memcpy(key.digest, msg->digest, sizeof(key.digest));
+    return batch_join(sc->batcher, &key, req->rcpts[0], leader_r);
 }
 
 static void deliver(const struct serve_ctx *sc, const struct handoff_request *req, int msg_fd,
@@ -94,7 +115,46 @@ static void deliver(const struct serve_ctx *sc, const struct handoff_request *re
     };
     struct deliver_report rep;
     uint64_t t0 = clock_mono_ns();
-    deliver_run(&ctx, &env, &msg, out, &rep);
+    bool leader = false, done = false;
+    struct batch *bt = join(sc, req, &env, &msg, &leader);
+    if (bt != NULL && leader) {
+        size_t n;
+        const char *const *rcpts = batch_close(sc->batcher, bt, deadline, &n);
+        struct envelope all;
+        if (n == 1) {
+            /* Alone: as without batches, answered as soon as settled. */
+            deliver_run(&ctx, &env, &msg, out, &rep);
+            done = true;
+        } else if (envelope_check(req->sender, rcpts, n, &all, err, sizeof(err)) == ENVELOPE_OK) {
+            ctx.settled = NULL;
+            deliver_run(&ctx, &all, &msg, out, &rep);
+            log_debug(TARGET, "%s: %zu recipients at %s together: %s", req->queue_id, n,
+                      env.domain, out->cls == OUTCOME_DELIVERED ? "delivered" : out->text);
+            done = out->cls == OUTCOME_DELIVERED;
+        } else {
+            outcome_set(out, OUTCOME_TEMPFAIL, "4.3.0", "%s", err);
+            memset(&rep, 0, sizeof(rep));
+        }
+        batch_finish(sc->batcher, bt, out, &rep);
+    } else if (bt != NULL) {
+        if (batch_wait(sc->batcher, bt, deadline, out, &rep) < 0) {
+            outcome_set(out, OUTCOME_TEMPFAIL, "4.4.7", "delivery deadline of %u s reached",
+                        (unsigned)cfg->transport_deadline);
+            snprintf(rep.relay, sizeof(rep.relay), "none");
+            rep.channel[0] = rep.tls[0] = '\0';
+            done = true;
+        } else {
+            done = out->cls == OUTCOME_DELIVERED;
+        }
+    }
+    batch_release(sc->batcher, &bt);
+    /* Not delivered together: nothing was (a relay's /mxdeliv and the SMTP
+     * client are all or nothing), so each recipient goes on its own, for
+     * its own exact outcome. */
+    if (!done) {
+        ctx.settled = reply;
+        deliver_run(&ctx, &env, &msg, out, &rep);
+    }
     char summary[2048];
     deliver_summary(&env, &rep, clock_elapsed_s(t0), msg.size, out, summary, sizeof(summary));
     log_info(TARGET, "%s: %s", req->queue_id, summary);

@@ -5,7 +5,8 @@
  * with the daemon's resolver, whose cache keeps DNSSEC-validated answers for
  * their TTL) and answers with the outcome as soon as it is settled, before
  * the shared state is updated. Logs the delivery's line as
- * filtermail-transport does.
+ * filtermail-transport does. Deliveries of one message to one domain that
+ * arrive together go out together (batch.h).
  *
  * Thread-safe: any number of connections at once, one thread each.
  */
@@ -13,6 +14,7 @@
 #define FILTERMAIL_DELIVERD_SERVE_H
 
 #include "config.h"
+#include "batch.h"
 #include "dns.h"
 #include "tlspolicy.h"
 
@@ -23,6 +25,7 @@ struct serve_ctx {
     const struct config *cfg;
     struct dns_resolver *dns;
     const struct tls_policy_table *policy; /* NULL: no exceptions */
+    struct batcher *batcher;               /* NULL: every delivery alone */
 };
 
 /* Serves the connection conn and closes it. */

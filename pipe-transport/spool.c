@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "fdio.h"
 
 #define SPOOL_CHUNK (64 * 1024)
@@ -95,6 +97,7 @@ struct spool_writer {
     unsigned char *out;
     int fd;
     uint64_t size;
+    EVP_MD_CTX *md;
 };
 
 static int spool_push(struct spool_writer *w, const unsigned char *in, size_t n)
@@ -102,7 +105,7 @@ static int spool_push(struct spool_writer *w, const unsigned char *in, size_t n)
     while (n > 0) {
         size_t take = n < SPOOL_CHUNK ? n : SPOOL_CHUNK;
         size_t o = spool_encode(&w->enc, in, take, w->out);
-        if (fd_write_all(w->fd, w->out, o) < 0)
+        if (fd_write_all(w->fd, w->out, o) < 0 || EVP_DigestUpdate(w->md, w->out, o) != 1)
             return -1;
         w->size += o;
         in += take;
@@ -126,7 +129,9 @@ static enum spool_status spool_run(int in_fd, const void *data, size_t len, cons
     w.out = malloc(SPOOL_ENCODE_MAX(SPOOL_CHUNK));
     if (in_fd >= 0)
         in = malloc(SPOOL_CHUNK);
-    if (w.out == NULL || (in_fd >= 0 && in == NULL)) {
+    w.md = EVP_MD_CTX_new();
+    if (w.out == NULL || (in_fd >= 0 && in == NULL) || w.md == NULL ||
+        EVP_DigestInit_ex(w.md, EVP_sha256(), NULL) != 1) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -166,7 +171,8 @@ static enum spool_status spool_run(int in_fd, const void *data, size_t len, cons
         }
     }
     size_t o = spool_encode_finish(&w.enc, w.out);
-    if (fd_write_all(w.fd, w.out, o) < 0) {
+    if (fd_write_all(w.fd, w.out, o) < 0 || EVP_DigestUpdate(w.md, w.out, o) != 1 ||
+        EVP_DigestFinal_ex(w.md, s->digest, NULL) != 1) {
         snprintf(err, errlen, "writing the temporary file: %s", strerror(errno));
         goto out;
     }
@@ -179,6 +185,7 @@ static enum spool_status spool_run(int in_fd, const void *data, size_t len, cons
 out:
     if (w.fd >= 0)
         close(w.fd);
+    EVP_MD_CTX_free(w.md);
     free(w.out);
     free(in);
     return st;

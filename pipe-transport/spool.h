@@ -43,6 +43,8 @@ struct spool {
     int fd;          /* unnamed file, read with pread; -1 when closed */
     uint64_t size;   /* bytes in transparent form */
     bool eightbit;   /* the message has bytes >= 0x80 (BODY=8BITMIME) */
+    unsigned char digest[32]; /* SHA-256 of the bytes in transparent form: two
+                                 spools with the same one hold the same message */
 };
 
 enum spool_status { SPOOL_OK, SPOOL_ERROR, SPOOL_TOO_BIG };

@@ -311,6 +311,8 @@ def setup_module():
             "filtermail_time_limit = 120s\n"
             "filtermail50_destination_recipient_limit = 50\n"
             "filtermail50_time_limit = 120s\n"
+            "filtermaild_destination_recipient_limit = 1\n"
+            "filtermaild_time_limit = 120s\n"
             f"transport_maps = inline:{{ multi.{ZONE}=filtermail50, viad.{ZONE}=filtermaild, "
             f"viadrej.{ZONE}=filtermaild }}\n")
     T.relay = Relay(milter=False, domains=("example.org",), main_cf=main, master_cf=master)
@@ -943,3 +945,35 @@ def test_deliverd_second_daemon_does_not_steal_the_socket():
     data, _ = message()
     expect(via_daemon([f"bob@{d('ok')}"], data), 0, "delivered via HTTPS")
     backend_requests()
+
+
+def test_deliverd_fan_out_batches_with_exact_status_per_recipient():
+    """One message to 30 recipients at one relay through Postfix (recipient
+    limit 1): deliveries that arrive together go out together; the relay
+    refuses bad@ for good, so that batch delivers nothing and each of its
+    recipients goes alone: bad@ bounces alone with the remote reply, every
+    other recipient gets the message exactly once, nothing is deferred."""
+    mark = len(T.relay.maillog())
+    tmark = len(T.log.read_text())
+    good = [f"u{i:02d}@{d('viadrej')}" for i in range(29)]
+    bad = f"bad@{d('viadrej')}"
+    data, tid = message(good[0])
+    relay_send(good[:15] + [bad] + good[15:], data)
+    relay_log_wait(r"to=<bad@viadrej\.remote\.test>, relay=filtermaild, .*dsn=5\.1\.1, "
+                   r"status=bounced \(host mx-reject\.remote\.test\[127\.0\.0\.9\] said: 550 "
+                   r"5\.1\.1 <bad@viadrej\.remote\.test>: Recipient address rejected", mark)
+    T.relay.wait_queue_empty(timeout=60)
+    T.remote.wait_queue_empty()
+    log = T.relay.maillog()[mark:]
+    for addr in good:
+        got = T.remote.find(addr, tid)
+        assert len(got) == 1, f"{addr} got {len(got)} copies"
+        assert len(re.findall(rf"to=<{re.escape(addr)}>, relay=filtermaild, .*status=sent",
+                              log)) == 1, addr
+    assert "status=deferred" not in log, log[-3000:]
+    assert len(re.findall(r"relay=filtermaild, .*status=bounced", log)) == 1, log[-3000:]
+    tlog = T.log.read_text()[tmark:]
+    together = re.findall(r"(\d+) recipients at viadrej\.remote\.test together", tlog)
+    assert together, f"no batch was sent:\n{tlog[-3000:]}"
+    T.relay.wait_for_delivery(SENDER, "bad@viadrej")
+    new_log()
