@@ -7,7 +7,8 @@
 #include <stdlib.h>
 
 /* Huge requests must come back as NULL, not abort the sanitizer build: this
- * is how the allocation failure path is reached without a mock allocator. */
+ * is how the allocation failure path is reached without a mock allocator.
+ * ASan prints one "failed to allocate" warning for it: that is expected. */
 const char *__asan_default_options(void);
 const char *__asan_default_options(void)
 {
