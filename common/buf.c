@@ -2,8 +2,11 @@
 #include "buf.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "array.h"
 
 void buf_init(struct buf *b, size_t max)
 {
@@ -16,27 +19,19 @@ void buf_init(struct buf *b, size_t max)
 /* Makes room for need bytes plus the terminator, doubling to amortise. */
 static int buf_reserve(struct buf *b, size_t need)
 {
-    size_t want, cap;
+    size_t want;
     char *p;
 
     if (__builtin_add_overflow(need, 1, &want))
         return -1;
-    if (want <= b->cap)
-        return 0;
-    cap = b->cap ? b->cap : 64;
-    while (cap < want) {
-        if (__builtin_mul_overflow(cap, 2, &cap))
-            return -1;
-    }
-    if (cap > b->max + 1)
-        cap = b->max + 1;
-    p = realloc(b->data, cap);
+    p = array_grow(b->data, 1, b->cap, want, b->max == SIZE_MAX ? SIZE_MAX : b->max + 1,
+                   &b->cap);
     if (p == NULL) {
-        errno = ENOMEM;
+        if (errno != ENOMEM)
+            errno = ENOBUFS;
         return -1;
     }
     b->data = p;
-    b->cap = cap;
     return 0;
 }
 

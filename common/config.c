@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "buf.h"
 #include "fileio.h"
 #include "listener.h"
@@ -272,16 +273,13 @@ static int config_set_pair(struct config_reader *r, const char *k, size_t kn, co
         free(value);
         return config_error(r, "more than %d keys in [params]", CONFIG_MAX_KEYS);
     }
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 32;
-        struct config_pair *p = realloc(r->pairs, cap * sizeof(*p));
-        if (p == NULL) {
-            free(value);
-            return config_error(r, "out of memory");
-        }
-        r->pairs = p;
-        r->cap = cap;
+    struct config_pair *p =
+        array_grow(r->pairs, sizeof(*r->pairs), r->cap, r->n + 1, CONFIG_MAX_KEYS, &r->cap);
+    if (p == NULL) {
+        free(value);
+        return config_error(r, "out of memory");
     }
+    r->pairs = p;
     r->pairs[r->n].key = config_strndup(k, kn);
     if (r->pairs[r->n].key == NULL) {
         free(value);

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
+
 /* A buffer that grew past this is given back at the start of the next
  * request, so one large request does not pin memory for a connection's life. */
 #define POLICY_KEEP_BYTES 4096
@@ -105,24 +107,14 @@ static enum policy_status policy_fail(struct policy_parser *p, const char *why)
  * ends the last value). */
 static int policy_reserve(struct policy_parser *p, size_t n)
 {
-    size_t need, cap;
+    size_t need;
 
     if (__builtin_add_overflow(p->len, n, &need))
         return -1;
-    if (need <= p->cap)
-        return 0;
-    cap = p->cap ? p->cap : 1024;
-    while (cap < need)
-        cap *= 2;
-    if (cap > p->lim.max_request + 1)
-        cap = p->lim.max_request + 1;
-    if (cap < need)
-        return -1;
-    char *b = realloc(p->buf, cap);
+    char *b = array_grow(p->buf, 1, p->cap, need, p->lim.max_request + 1, &p->cap);
     if (b == NULL)
         return -1;
     p->buf = b;
-    p->cap = cap;
     return 0;
 }
 
@@ -160,16 +152,11 @@ static enum policy_status policy_end_line(struct policy_parser *p)
             return policy_fail(p, "invalid byte in an attribute name");
     if (p->nattrs == p->lim.max_attrs)
         return policy_fail(p, "too many attributes");
-    if (p->nattrs == p->attrs_cap) {
-        size_t cap = p->attrs_cap ? p->attrs_cap * 2 : 32;
-        if (cap > p->lim.max_attrs)
-            cap = p->lim.max_attrs;
-        struct policy_attr_off *a = realloc(p->attrs, cap * sizeof(*a));
-        if (a == NULL)
-            return policy_fail(p, "out of memory");
-        p->attrs = a;
-        p->attrs_cap = cap;
-    }
+    struct policy_attr_off *a = array_grow(p->attrs, sizeof(*p->attrs), p->attrs_cap,
+                                           p->nattrs + 1, p->lim.max_attrs, &p->attrs_cap);
+    if (a == NULL)
+        return policy_fail(p, "out of memory");
+    p->attrs = a;
     /* The line's LF was counted in req_bytes and is not stored, so the NUL
      * that ends the value stays within max_request. */
     size_t eq_off = p->line + (size_t)(eq - s);

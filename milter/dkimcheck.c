@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 
 #include <opendkim/dkim.h>
 
@@ -17,10 +18,13 @@ struct key_entry {
     char *txt;
     uint64_t expires_ns;       /* monotonic */
     struct key_entry *hnext;   /* hash chain */
-    struct key_entry *prev, *next; /* LRU list, most recent first */
+    TAILQ_ENTRY(key_entry) lru;    /* LRU list, most recent first */
 };
 
 #define CACHE_BUCKETS 2048
+
+/* glibc's <sys/queue.h> tail queue, as in the policy server's lists. */
+TAILQ_HEAD(key_lru, key_entry);
 
 struct dkimcheck {
     DKIM_LIB *lib;
@@ -28,7 +32,7 @@ struct dkimcheck {
     int timeout_ms;
     pthread_mutex_t lock;      /* guards the cache */
     struct key_entry *buckets[CACHE_BUCKETS];
-    struct key_entry *lru_head, *lru_tail;
+    struct key_lru lru;
     size_t cached;
     uint64_t lookups, hits;
 };
@@ -85,30 +89,6 @@ static unsigned cache_hash(const char *name)
     return h % CACHE_BUCKETS;
 }
 
-static void lru_unlink(struct dkimcheck *c, struct key_entry *e)
-{
-    if (e->prev != NULL)
-        e->prev->next = e->next;
-    else
-        c->lru_head = e->next;
-    if (e->next != NULL)
-        e->next->prev = e->prev;
-    else
-        c->lru_tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void lru_push(struct dkimcheck *c, struct key_entry *e)
-{
-    e->prev = NULL;
-    e->next = c->lru_head;
-    if (c->lru_head != NULL)
-        c->lru_head->prev = e;
-    c->lru_head = e;
-    if (c->lru_tail == NULL)
-        c->lru_tail = e;
-}
-
 /* Removes an entry (lock held). */
 static void cache_remove(struct dkimcheck *c, struct key_entry *e)
 {
@@ -117,7 +97,7 @@ static void cache_remove(struct dkimcheck *c, struct key_entry *e)
         pp = &(*pp)->hnext;
     if (*pp == e)
         *pp = e->hnext;
-    lru_unlink(c, e);
+    TAILQ_REMOVE(&c->lru, e, lru);
     free(e->txt);
     free(e);
     c->cached--;
@@ -144,8 +124,8 @@ static bool cache_get(struct dkimcheck *c, const char *name, unsigned char *buf,
     }
     if (e != NULL && strlen(e->txt) < buflen) {
         memcpy(buf, e->txt, strlen(e->txt) + 1);
-        lru_unlink(c, e);
-        lru_push(c, e);
+        TAILQ_REMOVE(&c->lru, e, lru);
+        TAILQ_INSERT_HEAD(&c->lru, e, lru);
         c->hits++;
         hit = true;
     }
@@ -173,12 +153,12 @@ static void cache_put(struct dkimcheck *c, const char *name, const char *txt, ui
     struct key_entry *old = cache_find(c, name);
     if (old != NULL)
         cache_remove(c, old);
-    while (c->cached >= DKIMCHECK_CACHE_SIZE && c->lru_tail != NULL)
-        cache_remove(c, c->lru_tail);
+    while (c->cached >= DKIMCHECK_CACHE_SIZE && !TAILQ_EMPTY(&c->lru))
+        cache_remove(c, TAILQ_LAST(&c->lru, key_lru));
     unsigned h = cache_hash(name);
     n->hnext = c->buckets[h];
     c->buckets[h] = n;
-    lru_push(c, n);
+    TAILQ_INSERT_HEAD(&c->lru, n, lru);
     c->cached++;
     pthread_mutex_unlock(&c->lock);
 }
@@ -404,6 +384,7 @@ struct dkimcheck *dkimcheck_new(struct dns_resolver *dns, int dns_timeout_ms, ch
         return NULL;
     }
     pthread_mutex_init(&c->lock, NULL);
+    TAILQ_INIT(&c->lru);
     c->dns = dns;
     c->timeout_ms = dns_timeout_ms;
     c->lib = dkim_init(NULL, NULL);
@@ -437,8 +418,8 @@ void dkimcheck_free(struct dkimcheck **cp)
     struct dkimcheck *c = *cp;
     if (c == NULL)
         return;
-    while (c->lru_head != NULL)
-        cache_remove(c, c->lru_head);
+    while (!TAILQ_EMPTY(&c->lru))
+        cache_remove(c, TAILQ_FIRST(&c->lru));
     if (c->lib != NULL)
         dkim_close(c->lib);
     pthread_mutex_destroy(&c->lock);

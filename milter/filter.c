@@ -23,6 +23,7 @@
 
 #include "actions.h"
 #include "address.h"
+#include "array.h"
 #include "buf.h"
 #include "hfield.h"
 #include "log.h"
@@ -213,16 +214,13 @@ static enum mstatus cb_envrcpt(struct msess *ctx, const char *rcpt)
         c->failed = true;
         return nr(c, SMFIP_NR_RCPT);
     }
-    if (c->nrcpts == c->rcap) {
-        size_t cap = c->rcap ? c->rcap * 2 : 8;
-        struct rcpt *r = realloc(c->rcpts, cap * sizeof(*r));
-        if (r == NULL) {
-            c->failed = true;
-            return nr(c, SMFIP_NR_RCPT);
-        }
-        c->rcpts = r;
-        c->rcap = cap;
+    struct rcpt *r =
+        array_grow(c->rcpts, sizeof(*c->rcpts), c->rcap, c->nrcpts + 1, MAX_RCPTS, &c->rcap);
+    if (r == NULL) {
+        c->failed = true;
+        return nr(c, SMFIP_NR_RCPT);
     }
+    c->rcpts = r;
     address_strip_brackets(rcpt, plain, sizeof(plain));
     address_envelope(rcpt, addr, sizeof(addr));
     c->rcpts[c->nrcpts].raw = strdup(plain);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -43,7 +44,7 @@ struct mserver {
     pthread_mutex_t lock;        /* guards the session list and stopping */
     pthread_cond_t ended;        /* signalled when the last session ends */
     struct msession_config session_cfg;
-    struct mconn *sessions;      /* running sessions */
+    LIST_HEAD(, mconn) sessions; /* running sessions */
     unsigned nsessions;
     bool stopping;               /* no new message; idle sessions end */
 };
@@ -51,7 +52,9 @@ struct mserver {
 /* One Postfix connection: its socket and its session core. */
 struct mconn {
     struct mserver *srv;
-    struct mconn *prev, *next;   /* in srv->sessions */
+    /* glibc's <sys/queue.h> list, as the policy server's and the DKIM
+     * cache's: unordered, so a LIST rather than a TAILQ. */
+    LIST_ENTRY(mconn) link;      /* in srv->sessions */
     int fd;
     bool idle;           /* waiting for a packet outside a message (srv->lock) */
     struct msess *ms;
@@ -105,12 +108,7 @@ static void session_unlist(struct mconn *c)
 {
     struct mserver *srv = c->srv;
     pthread_mutex_lock(&srv->lock);
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        srv->sessions = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
+    LIST_REMOVE(c, link);
     close(c->fd);
     if (--srv->nsessions == 0)
         pthread_cond_broadcast(&srv->ended);
@@ -191,10 +189,7 @@ static void start_session(struct mserver *srv, int fd)
     c->srv = srv;
     c->fd = fd;
     pthread_mutex_lock(&srv->lock);
-    c->next = srv->sessions;
-    if (c->next != NULL)
-        c->next->prev = c;
-    srv->sessions = c;
+    LIST_INSERT_HEAD(&srv->sessions, c, link);
     srv->nsessions++;
     pthread_mutex_unlock(&srv->lock);
     pthread_attr_init(&attr);
@@ -219,6 +214,7 @@ struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    LIST_INIT(&srv->sessions);
     srv->cfg = *cfg;
     srv->session_cfg = (struct msession_config){.actions = cfg->actions,
                                                 .protocol = cfg->protocol,
@@ -375,6 +371,7 @@ static unsigned wait_sessions(struct mserver *srv, const struct timespec *deadli
 int mserver_close(struct mserver **sp)
 {
     struct mserver *srv = *sp;
+    struct mconn *c;
     unsigned left;
     if (srv == NULL)
         return 0;
@@ -383,7 +380,7 @@ int mserver_close(struct mserver **sp)
     srv->lfd = -1;
     pthread_mutex_lock(&srv->lock);
     srv->stopping = true;
-    for (struct mconn *c = srv->sessions; c != NULL; c = c->next)
+    LIST_FOREACH(c, &srv->sessions, link)
         if (c->idle)
             shutdown(c->fd, SHUT_RD);
     struct timespec grace = clock_mono_deadline(srv->cfg.shutdown_ms);
@@ -391,7 +388,7 @@ int mserver_close(struct mserver **sp)
     if (left > 0) {
         log_warn(TARGET, "%u milter sessions still busy after %u ms; closing their connections",
                  left, srv->cfg.shutdown_ms);
-        for (struct mconn *c = srv->sessions; c != NULL; c = c->next)
+        LIST_FOREACH(c, &srv->sessions, link)
             shutdown(c->fd, SHUT_RDWR);
         struct timespec last = clock_mono_deadline(SHUT_WAIT_MS);
         left = wait_sessions(srv, &last);

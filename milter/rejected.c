@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "fdio.h"
 #include "fileio.h"
 
@@ -140,20 +142,13 @@ void rejected_spool_write(struct rejected_store *s, struct rejected_spool *sp, c
         return;
     }
     if (sp->fd < 0 && sp->bytes + len <= REJECTED_MEM_MAX) {
-        if (sp->bytes + len > sp->memcap) {
-            size_t cap = sp->memcap ? sp->memcap : 4096;
-            while (cap < sp->bytes + len)
-                cap *= 2;
-            if (cap > REJECTED_MEM_MAX)
-                cap = REJECTED_MEM_MAX;
-            unsigned char *m = realloc(sp->mem, cap);
-            if (m == NULL) {
-                spool_drop(sp, false, ENOMEM);
-                return;
-            }
-            sp->mem = m;
-            sp->memcap = cap;
+        unsigned char *m = array_grow(sp->mem, 1, sp->memcap, (size_t)sp->bytes + len,
+                                      REJECTED_MEM_MAX, &sp->memcap);
+        if (m == NULL) {
+            spool_drop(sp, false, ENOMEM);
+            return;
         }
+        sp->mem = m;
         memcpy(sp->mem + sp->bytes, data, len);
         sp->bytes += len;
         return;
@@ -199,14 +194,10 @@ static void rotate(struct rejected_store *s, int rfd)
             continue;
         if (fstatat(rfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
             continue;
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            struct entry *ne = realloc(e, ncap * sizeof(*e));
-            if (ne == NULL)
-                break;
-            e = ne;
-            cap = ncap;
-        }
+        struct entry *ne = array_grow(e, sizeof(*e), cap, n + 1, SIZE_MAX, &cap);
+        if (ne == NULL)
+            break;
+        e = ne;
         snprintf(e[n].name, sizeof(e[n].name), "%s", de->d_name);
         e[n].mtime = st.st_mtim;
         e[n].size = (uint64_t)st.st_size;

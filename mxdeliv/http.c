@@ -3,12 +3,14 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "array.h"
 #include "clock.h"
 #include "log.h"
 #include "reinject.h"
@@ -120,23 +122,23 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     struct headers *h = cls;
     (void)kind;
     (void)key_size;
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 32;
-        const char **k = realloc(h->key, cap * sizeof(*k));
-        if (k != NULL)
-            h->key = k;
-        const char **v = realloc(h->value, cap * sizeof(*v));
-        if (v != NULL)
-            h->value = v;
-        size_t *l = realloc(h->len, cap * sizeof(*l));
-        if (l != NULL)
-            h->len = l;
-        if (k == NULL || v == NULL || l == NULL) {
-            h->failed = true;
-            return MHD_NO;
-        }
-        h->cap = cap;
+    /* Three arrays side by side: each grows from the same capacity, which is
+     * stored once all three have room. */
+    size_t cap = h->cap;
+    const char **k = array_grow(h->key, sizeof(*h->key), h->cap, h->n + 1, SIZE_MAX, &cap);
+    if (k != NULL)
+        h->key = k;
+    const char **v = array_grow(h->value, sizeof(*h->value), h->cap, h->n + 1, SIZE_MAX, &cap);
+    if (v != NULL)
+        h->value = v;
+    size_t *l = array_grow(h->len, sizeof(*h->len), h->cap, h->n + 1, SIZE_MAX, &cap);
+    if (l != NULL)
+        h->len = l;
+    if (k == NULL || v == NULL || l == NULL) {
+        h->failed = true;
+        return MHD_NO;
     }
+    h->cap = cap;
     h->key[h->n] = key;
     h->value[h->n] = value;
     h->len[h->n] = value != NULL ? value_size : 0;

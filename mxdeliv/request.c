@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "array.h"
+
 size_t request_value_len(const char *value, size_t value_len, const char *next_key)
 {
     const char *end = value + value_len;
@@ -46,14 +48,11 @@ static int add_rcpt(struct request_envelope *e, const char *v, size_t n)
 
     if (e->nrcpts >= REQUEST_MAX_RCPTS)
         return refuse(e, REQUEST_REPLY_TOO_MANY_RCPTS);
-    if (e->nrcpts == e->rcpt_cap) {
-        size_t cap = e->rcpt_cap ? e->rcpt_cap * 2 : 8;
-        char **p = realloc(e->rcpts, cap * sizeof(*p));
-        if (p == NULL)
-            return refuse(e, REQUEST_REPLY_NO_MEMORY);
-        e->rcpts = p;
-        e->rcpt_cap = cap;
-    }
+    char **p = array_grow(e->rcpts, sizeof(*e->rcpts), e->rcpt_cap, e->nrcpts + 1,
+                          REQUEST_MAX_RCPTS, &e->rcpt_cap);
+    if (p == NULL)
+        return refuse(e, REQUEST_REPLY_NO_MEMORY);
+    e->rcpts = p;
     copy = malloc(n + 1);
     if (copy == NULL)
         return refuse(e, REQUEST_REPLY_NO_MEMORY);

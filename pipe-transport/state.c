@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "address.h"
+#include "array.h"
 #include "clock.h"
 #include "fileio.h"
 #include "fdio.h"
@@ -62,14 +63,11 @@ int state_set(struct state_table *t, enum state_kind kind, const char *host, uin
                     victim = i;
             e = &t->e[victim];
         } else {
-            if (t->n == t->cap) {
-                size_t cap = t->cap ? t->cap * 2 : 16;
-                struct state_entry *ne = realloc(t->e, cap * sizeof(*ne));
-                if (ne == NULL)
-                    return -1;
-                t->e = ne;
-                t->cap = cap;
-            }
+            struct state_entry *ne =
+                array_grow(t->e, sizeof(*t->e), t->cap, t->n + 1, STATE_MAX_ENTRIES, &t->cap);
+            if (ne == NULL)
+                return -1;
+            t->e = ne;
             e = &t->e[t->n++];
         }
         e->kind = kind;

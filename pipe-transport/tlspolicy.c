@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "address.h"
+#include "array.h"
 #include "fileio.h"
 
 struct tls_policy_entry {
@@ -64,14 +65,11 @@ static bool field(const char **p, const char *end, const char **s_r, size_t *n_r
 static int add(struct tls_policy_table *t, const char *d, size_t dn, bool sub,
                enum tls_policy policy)
 {
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 16;
-        struct tls_policy_entry *e = realloc(t->e, cap * sizeof(*e));
-        if (e == NULL)
-            return -1;
-        t->e = e;
-        t->cap = cap;
-    }
+    struct tls_policy_entry *e =
+        array_grow(t->e, sizeof(*t->e), t->cap, t->n + 1, TLS_POLICY_MAX_ENTRIES, &t->cap);
+    if (e == NULL)
+        return -1;
+    t->e = e;
     char *copy = malloc(dn + 1);
     if (copy == NULL)
         return -1;

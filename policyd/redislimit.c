@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -54,11 +55,14 @@ struct redislimit_req {
     void *arg;
     uint64_t sent;
     bool evaled; /* already resent with EVAL after NOSCRIPT */
-    struct redislimit_req *prev, *next;
+    TAILQ_ENTRY(redislimit_req) link; /* in the in-flight queue */
     size_t key_len;
     char *key; /* prefix + key, for a resend */
     char *instance;
 };
+
+/* glibc's <sys/queue.h>, as for the server's connection lists. */
+TAILQ_HEAD(rl_req_queue, redislimit_req);
 
 struct redislimit {
     struct redislimit_target target;
@@ -75,7 +79,7 @@ struct redislimit {
     int fd;
     bool want_read, want_write;
     char sha[41];
-    struct redislimit_req *head, *tail; /* checks in flight, oldest first */
+    struct rl_req_queue inflight; /* checks in flight, oldest first */
     redislimit_watch_fn *watch;
     redislimit_log_fn *log;
     void *arg;
@@ -417,6 +421,7 @@ struct redislimit *redislimit_new(const struct redislimit_target *t, const struc
 
     if (r == NULL)
         return NULL;
+    TAILQ_INIT(&r->inflight);
     r->target = *t;
     tu = g->interval / 1000;
     snprintf(r->interval_us, sizeof(r->interval_us), "%llu", (unsigned long long)(tu ? tu : 1));
@@ -428,20 +433,6 @@ struct redislimit *redislimit_new(const struct redislimit_target *t, const struc
     r->arg = arg;
     r->state = RS_DOWN;
     return r;
-}
-
-static void rl_req_unlink(struct redislimit_req *q)
-{
-    struct redislimit *r = q->r;
-    if (q->prev != NULL)
-        q->prev->next = q->next;
-    else
-        r->head = q->next;
-    if (q->next != NULL)
-        q->next->prev = q->prev;
-    else
-        r->tail = q->prev;
-    q->prev = q->next = NULL;
 }
 
 static void rl_req_free(struct redislimit_req *q)
@@ -482,7 +473,8 @@ void redislimit_tick(struct redislimit *r, uint64_t now)
         rl_drop(r, "timed out connecting");
         return;
     }
-    if (r->head != NULL && now - r->head->sent > limit)
+    struct redislimit_req *oldest = TAILQ_FIRST(&r->inflight);
+    if (oldest != NULL && now - oldest->sent > limit)
         rl_drop(r, "timed out waiting for a reply");
 }
 
@@ -547,7 +539,7 @@ static void rl_complete(struct redislimit_req *q, enum redislimit_result res, ui
     redislimit_done_fn *done = q->done;
     void *arg = q->arg;
 
-    rl_req_unlink(q);
+    TAILQ_REMOVE(&q->r->inflight, q, link);
     rl_req_free(q);
     if (done != NULL)
         done(arg, res, wait_ns);
@@ -622,12 +614,7 @@ struct redislimit_req *redislimit_check(struct redislimit *r, const char *key, s
         rl_req_free(q);
         return NULL;
     }
-    q->prev = r->tail;
-    if (r->tail != NULL)
-        r->tail->next = q;
-    else
-        r->head = q;
-    r->tail = q;
+    TAILQ_INSERT_TAIL(&r->inflight, q, link);
     return q;
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -50,12 +51,12 @@ struct conn {
     struct ratelimit_decision dec;  /* the request it is for */
     enum conn_list list;
     uint64_t deadline;
-    struct conn *prev, *next; /* in the list, oldest first; or the dead list */
+    TAILQ_ENTRY(conn) link; /* in its timeout list, oldest first; or the dead list */
 };
 
-struct list {
-    struct conn *head, *tail;
-};
+/* The lists are glibc's <sys/queue.h> tail queues (the BSDs' and OpenSMTPD's):
+ * a documented library rather than one more hand-kept prev/next pair. */
+TAILQ_HEAD(conn_queue, conn);
 
 struct server {
     int epfd, listen_fd, redis_fd;
@@ -65,8 +66,7 @@ struct server {
     struct redislimit *redis;
     bool fallback_defer;
     struct snapshot *snap;
-    struct list idle_list, request_list;
-    struct conn *dead;
+    struct conn_queue idle_list, request_list, dead;
     size_t nconns;
     uint64_t next_tick, tick_ns;
     uint64_t last_full_warning, last_accept_warning, last_watchdog;
@@ -89,40 +89,25 @@ static void watch_set(struct server *s, int fd, struct watch *w, uint32_t *curre
 
 /* ---- Connections: timeout lists */
 
-static struct list *list_of(struct server *s, enum conn_list l)
+static struct conn_queue *list_of(struct server *s, enum conn_list l)
 {
     return l == L_IDLE ? &s->idle_list : l == L_REQUEST ? &s->request_list : NULL;
 }
 
 static void list_remove(struct conn *c)
 {
-    struct list *l = list_of(c->srv, c->list);
+    struct conn_queue *l = list_of(c->srv, c->list);
     if (l == NULL)
         return;
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        l->head = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    else
-        l->tail = c->prev;
-    c->prev = c->next = NULL;
+    TAILQ_REMOVE(l, c, link);
     c->list = L_NONE;
 }
 
 static void list_append(struct conn *c, enum conn_list which, uint64_t deadline)
 {
-    struct list *l = list_of(c->srv, which);
     c->list = which;
     c->deadline = deadline;
-    c->prev = l->tail;
-    c->next = NULL;
-    if (l->tail != NULL)
-        l->tail->next = c;
-    else
-        l->head = c;
-    l->tail = c;
+    TAILQ_INSERT_TAIL(list_of(c->srv, which), c, link);
 }
 
 static void conn_close(struct conn *c)
@@ -137,16 +122,16 @@ static void conn_close(struct conn *c)
     close(c->fd); /* also leaves the epoll set */
     c->fd = -1;
     c->dead = true;
-    c->next = c->srv->dead;
-    c->srv->dead = c;
+    TAILQ_INSERT_TAIL(&c->srv->dead, c, link);
     c->srv->nconns--;
 }
 
 static void free_dead(struct server *s)
 {
-    while (s->dead != NULL) {
-        struct conn *c = s->dead;
-        s->dead = c->next;
+    struct conn *c;
+
+    while ((c = TAILQ_FIRST(&s->dead)) != NULL) {
+        TAILQ_REMOVE(&s->dead, c, link);
         policy_parser_free(&c->pp);
         free(c);
     }
@@ -434,10 +419,11 @@ static void accept_all(struct server *s, uint64_t now)
     }
 }
 
-static void expire(struct list *l, uint64_t now, bool idle)
+static void expire(struct conn_queue *l, uint64_t now, bool idle)
 {
-    while (l->head != NULL && l->head->deadline <= now) {
-        struct conn *c = l->head;
+    struct conn *c;
+
+    while ((c = TAILQ_FIRST(l)) != NULL && c->deadline <= now) {
         if (idle)
             log_debug(TARGET, "closing a connection idle for %d s", SERVER_IDLE_TIMEOUT);
         else
@@ -514,6 +500,9 @@ struct server *server_new(const struct server_params *p, char *err, size_t errle
     s->redis_w.kind = W_REDIS;
     s->listen_fd = p->listen_fd;
     s->redis_fd = -1;
+    TAILQ_INIT(&s->idle_list);
+    TAILQ_INIT(&s->request_list);
+    TAILQ_INIT(&s->dead);
     s->rl = p->rl;
     s->fallback_defer = p->fallback_defer;
     s->snap = p->snap;
@@ -538,10 +527,12 @@ struct server *server_new(const struct server_params *p, char *err, size_t errle
     return s;
 }
 
-static void close_all(struct list *l)
+static void close_all(struct conn_queue *l)
 {
-    while (l->head != NULL)
-        conn_close(l->head);
+    struct conn *c;
+
+    while ((c = TAILQ_FIRST(l)) != NULL)
+        conn_close(c);
 }
 
 void server_free(struct server **sp)

@@ -1,5 +1,5 @@
 /* redis_server: a private redis-server for the tests and benchmarks that need
- * a real one (tests/unit/test_policy_redis.c, bench/bench_policyd.c).
+ * a real one (tests/unit/test_policy_redislimit.c, bench/bench_policyd.c).
  *
  * The server listens on a loopback port and a unix socket in its own
  * temporary directory, keeps nothing on disk, and dies with the process that
