@@ -22,6 +22,16 @@ relay).
     the end of the SMTP submission until the queue is empty, and the number
     of remote transactions (POSTs nginx logged).
 
+ 3. The same through filtermail-deliverd (started as root, as its unit starts
+    it): the client filtermail-transport-client run the same way, its CPU
+    (wait4) plus the daemon's CPU over the runs, beside /bin/true run the
+    same way (pipe(8)'s floor per invocation; target <= 3 ms); 20 clients at
+    once against the slow relay: RSS and PSS of each and the daemon's growth
+    (targets RSS <= 8 MiB, PSS <= 2 MiB a delivery); one message to 1000
+    recipients through Postfix with recipient limit 1, beside the same through
+    a pipe(8) service running /bin/true (target: queue empty within 2 s).
+    --only-daemon runs only these.
+
 Prints figures; exits 1 only when something could not be measured.
 """
 import argparse
