@@ -291,6 +291,34 @@ def smaps_rollup(pid):
     return out
 
 
+def hold_together(argvs, stdin, env, also=None):
+    """Runs every argv at once as nobody, message from stdin, against the
+    slow relay; once all wait for its answer, their smaps_rollup (and also(),
+    if given). Returns (rolls, also's value); fails when one did not deliver."""
+    procs = []
+    try:
+        for args in argvs:
+            with open(stdin, "rb") as f:
+                procs.append(subprocess.Popen(args, stdin=f, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL, user=NOBODY,
+                                              group=NOBODY, extra_groups=[]))
+        time.sleep(SLOW_SECONDS / 2)  # every one is now waiting for its answer
+        rolls = [smaps_rollup(p.pid) for p in procs if p.poll() is None]
+        extra = also() if also is not None else None
+        if len(rolls) != len(argvs):
+            raise RuntimeError(f"only {len(rolls)} of {len(argvs)} deliveries were alive")
+        for p in procs:
+            if p.wait(timeout=60) != 0:
+                raise RuntimeError(f"a slow delivery failed (exit {p.returncode}):\n"
+                                   + env["log"].read_text()[-2000:])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return rolls, extra
+
+
 def concurrent_memory(env, tmp):
     """CONCURRENT deliveries at once, each waiting for the slow relay's answer
     (libraries loaded, TLS done, POST sent): what each one holds. RSS counts
@@ -303,26 +331,7 @@ def concurrent_memory(env, tmp):
     stdin.chmod(0o644)
     args = [str(BINARY), str(env["ini"]), "-q", "BENCH2", "-f", "alice@example.org", "--",
             "bob@slow.remote.test"]
-    procs = []
-    try:
-        for _ in range(CONCURRENT):
-            with open(stdin, "rb") as f:
-                procs.append(subprocess.Popen(args, stdin=f, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL, user=NOBODY,
-                                              group=NOBODY, extra_groups=[]))
-        time.sleep(SLOW_SECONDS / 2)  # every one is now waiting for its answer
-        rolls = [smaps_rollup(p.pid) for p in procs if p.poll() is None]
-        if len(rolls) != CONCURRENT:
-            raise RuntimeError(f"only {len(rolls)} of {CONCURRENT} deliveries were alive")
-        for p in procs:
-            if p.wait(timeout=60) != 0:
-                raise RuntimeError(f"a slow delivery failed (exit {p.returncode}):\n"
-                                   + env["log"].read_text()[-2000:])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    rolls, _ = hold_together([args] * CONCURRENT, stdin, env)
     rss = statistics.median(r["Rss"] for r in rolls)
     pss = statistics.median(r["Pss"] for r in rolls)
     priv = statistics.median(r["Private_Clean"] + r["Private_Dirty"] for r in rolls)
@@ -345,35 +354,15 @@ def concurrent_memory_daemon(env, tmp, daemon):
     stdin.write_bytes(data)
     stdin.chmod(0o644)
     d0 = smaps_rollup(daemon.pid)["Pss"]
-    procs = []
-    try:
-        for i in range(CONCURRENT):
-            # Each its own queue id: twenty deliveries, not one batch.
-            args = [str(CLIENT), str(env["dini"]), "-q", f"BENCH4x{i}", "-f",
-                    "alice@example.org", "--", "bob@slow.remote.test"]
-            with open(stdin, "rb") as f:
-                procs.append(subprocess.Popen(args, stdin=f, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL, user=NOBODY,
-                                              group=NOBODY, extra_groups=[]))
-        time.sleep(SLOW_SECONDS / 2)
-        rolls = [smaps_rollup(p.pid) for p in procs if p.poll() is None]
-        d1 = smaps_rollup(daemon.pid)["Pss"]
-        if len(rolls) != CONCURRENT:
-            raise RuntimeError(f"only {len(rolls)} of {CONCURRENT} clients were alive")
-        for p in procs:
-            if p.wait(timeout=60) != 0:
-                raise RuntimeError(f"a slow delivery failed (exit {p.returncode}):\n"
-                                   + env["log"].read_text()[-2000:])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    # Each its own queue id: twenty deliveries, not one batch.
+    argvs = [[str(CLIENT), str(env["dini"]), "-q", f"BENCH4x{i}", "-f", "alice@example.org",
+              "--", "bob@slow.remote.test"] for i in range(CONCURRENT)]
+    rolls, d1 = hold_together(argvs, stdin, env, lambda: smaps_rollup(daemon.pid)["Pss"])
     rss = statistics.median(r["Rss"] for r in rolls)
     pss = statistics.median(r["Pss"] for r in rolls)
     grow = max(0, d1 - d0) / CONCURRENT
     say(f"== {CONCURRENT} deliveries at once through filtermail-deliverd")
-    say(f"  per client process (median): peak RSS {rss / 1024:.2f} MiB, PSS {pss / 1024:.2f} MiB; "
+    say(f"  per client process (median): RSS {rss / 1024:.2f} MiB, PSS {pss / 1024:.2f} MiB; "
         f"the daemon's PSS grew {grow / 1024:.2f} MiB per delivery under way "
         f"(daemon PSS {d1 / 1024:.1f} MiB in all)")
     per = pss + grow

@@ -37,6 +37,7 @@
 #include "https.h"
 #include "listener.h"
 #include "log.h"
+#include "pipeout.h"
 #include "privs.h"
 #include "sdnotify.h"
 #include "serve.h"
@@ -115,25 +116,6 @@ static void *accept_thread(void *arg)
     return NULL;
 }
 
-/* Points log lines where filtermail-transport's go: operators' log rules
- * read the delivery lines there. */
-static void log_sink(const char *sink)
-{
-    if (strcmp(sink, "stderr") == 0)
-        return;
-    if (strcmp(sink, "syslog") == 0) {
-        log_to_syslog("filtermail-transport");
-        return;
-    }
-    int fd = open(sink, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-    if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
-        fprintf(stderr, "Server error: cannot open filtermail_transport_log %s: %s\n", sink,
-                strerror(errno));
-        exit(1);
-    }
-    close(fd);
-}
-
 int main(int argc, char **argv)
 {
     char err[1024];
@@ -186,7 +168,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "Server error: filtermail-deliverd refuses to deliver as root\n");
         return 1;
     }
-    log_sink(cfg->transport_log);
+    /* Where filtermail-transport's log lines go: operators' rules read the
+     * delivery lines there. */
+    if (pipeout_log_sink(cfg->transport_log, err, sizeof(err)) < 0) {
+        fprintf(stderr, "Server error: %s\n", err);
+        return 1;
+    }
     /* Signals are taken by sigwait below, never by the delivery threads. */
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&sigs);

@@ -2,6 +2,7 @@
 #include "dsn.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -114,13 +115,12 @@ int dsn_exit_status(const struct outcome *o)
     return DSN_EX_TEMPFAIL;
 }
 
-size_t dsn_format(const struct outcome *o, char *out, size_t outlen)
+/* "<dsn> <text>\n", or "<text>\n" when coded is false; cut to fit, the line
+ * end kept. */
+static size_t format_line(const struct outcome *o, bool coded, char *out, size_t outlen)
 {
-    int n;
-    if (o->cls == OUTCOME_DELIVERED)
-        n = snprintf(out, outlen, "%s\n", o->text);
-    else
-        n = snprintf(out, outlen, "%s %s\n", o->dsn, o->text);
+    int n = coded ? snprintf(out, outlen, "%s %s\n", o->dsn, o->text)
+                  : snprintf(out, outlen, "%s\n", o->text);
     if (n < 0) {
         out[0] = '\0';
         return 0;
@@ -131,10 +131,21 @@ size_t dsn_format(const struct outcome *o, char *out, size_t outlen)
         if (n > 0)
             out[n - 1] = '\n';
     }
+    return (size_t)n;
+}
+
+size_t dsn_format(const struct outcome *o, char *out, size_t outlen)
+{
+    size_t n = format_line(o, o->cls != OUTCOME_DELIVERED, out, outlen);
     /* A delivery's text must never look like a DSN code (pipe(8) would read
      * a "4." or "5." start as a failure). */
     if (o->cls == OUTCOME_DELIVERED && n >= 2 && out[1] == '.' &&
         (out[0] == '4' || out[0] == '5'))
         out[0] = '_';
-    return (size_t)n;
+    return n;
+}
+
+size_t dsn_format_coded(const struct outcome *o, char *out, size_t outlen)
+{
+    return format_line(o, true, out, outlen);
 }

@@ -77,6 +77,10 @@ int dsn_exit_status(const struct outcome *o);
  * length written to out (always NUL-terminated; outlen > 0). */
 size_t dsn_format(const struct outcome *o, char *out, size_t outlen);
 
+/* "<dsn> <text>\n" whatever the class (filtermail-deliverd's answer to its
+ * client). Returns the length, as dsn_format. */
+size_t dsn_format_coded(const struct outcome *o, char *out, size_t outlen);
+
 /* True when dsn is "C.S.D" with C in 2, 4, 5 and S, D of 1-3 digits. */
 int dsn_valid(const char *dsn);
 

@@ -109,17 +109,7 @@ enum handoff_parse handoff_request_parse(char *buf, size_t len, struct handoff_r
 
 size_t handoff_reply_format(const struct outcome *o, char *out, size_t outlen)
 {
-    int n = snprintf(out, outlen, "%s %s\n", o->dsn, o->text);
-    if (n < 0) {
-        out[0] = '\0';
-        return 0;
-    }
-    if ((size_t)n >= outlen) {
-        n = (int)outlen - 1;
-        if (n > 0)
-            out[n - 1] = '\n';
-    }
-    return (size_t)n;
+    return dsn_format_coded(o, out, outlen);
 }
 
 int handoff_reply_parse(const char *line, size_t len, struct outcome *o)

@@ -37,6 +37,7 @@
 #include "fdio.h"
 #include "invocation.h"
 #include "log.h"
+#include "pipeout.h"
 #include "spool.h"
 #include "state.h"
 #include "tlspolicy.h"
@@ -48,50 +49,6 @@
 
 /* The alarm that backs the internal deadline, should a wait overrun it. */
 #define DEADLINE_GRACE 15
-
-/* Writes the result line on the saved stdout and exits. */
-static int result_fd = STDOUT_FILENO;
-
-static void emit(const struct outcome *o)
-{
-    char line[DSN_TEXT_MAX + 32];
-    size_t n = dsn_format(o, line, sizeof(line));
-    (void)fd_write_all(result_fd, line, n); /* pipe(8) gone: nothing to tell */
-}
-
-static noreturn void fail_now(const char *dsn, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static noreturn void fail_now(const char *dsn, const char *fmt, ...)
-{
-    struct outcome o;
-    char text[DSN_TEXT_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
-    va_end(ap);
-    outcome_set(&o, OUTCOME_TEMPFAIL, dsn, "%s", text);
-    emit(&o);
-    exit(DSN_EX_TEMPFAIL);
-}
-
-/* Points log lines at the configured sink: syslog, a file (through stderr,
- * which then is no longer pipe(8)'s), or stderr as it is (by hand only). */
-static void log_sink(const char *sink)
-{
-    if (strcmp(sink, "stderr") == 0)
-        return;
-    if (strcmp(sink, "syslog") == 0) {
-        log_to_syslog("filtermail-transport");
-        return;
-    }
-    int fd = open(sink, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-    if (fd < 0)
-        fail_now("4.3.5", "cannot open filtermail_transport_log %s: %s", sink, strerror(errno));
-    if (dup2(fd, STDERR_FILENO) < 0)
-        fail_now("4.3.0", "cannot set up logging: %s", strerror(errno));
-    close(fd);
-}
 
 /* At debug level: the process's peak and private memory, for operators and
  * the benchmark (shared library pages count in the peak, not in RssAnon). */
@@ -122,22 +79,21 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     /* The result line must not be lost to buffering or mixed with logs. */
-    result_fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 10);
-    if (result_fd < 0)
-        result_fd = STDOUT_FILENO;
+    int result_fd = pipeout_init();
     /* Until the configuration is read, the longest a delivery may take. */
     deadline_start(result_fd, 1000 - DEADLINE_GRACE);
 
     if (invocation_parse(argc, argv, &a) < 0)
-        fail_now("4.3.5", "usage: filtermail-transport CONFIG [-q QUEUE_ID] -f SENDER -- "
+        pipeout_fail("4.3.5", "usage: filtermail-transport CONFIG [-q QUEUE_ID] -f SENDER -- "
                           "RECIPIENT... (check the transport's argv in master.cf)");
     if (geteuid() == 0)
-        fail_now("4.3.5", "filtermail-transport refuses to run as root (set user= in master.cf)");
+        pipeout_fail("4.3.5", "filtermail-transport refuses to run as root (set user= in master.cf)");
     if (config_load(a.config, &cfg, err, sizeof(err)) < 0)
-        fail_now("4.3.5", "Failed to read config: %s", err);
+        pipeout_fail("4.3.5", "Failed to read config: %s", err);
     deadline_start(result_fd, cfg->transport_deadline + DEADLINE_GRACE);
     int64_t deadline = (int64_t)clock_mono_ms() + (int64_t)cfg->transport_deadline * 1000;
-    log_sink(cfg->transport_log);
+    if (pipeout_log_sink(cfg->transport_log, err, sizeof(err)) < 0)
+        pipeout_fail("4.3.5", "%s", err);
     log_init("filtermail-transport", cfg->log_level);
 
     struct envelope env;
@@ -227,7 +183,7 @@ cleanup:
     spool_close(&msg);
     state_close(&state);
 done:
-    emit(&out);
+    pipeout_emit(&out);
     config_free(&cfg);
     return dsn_exit_status(&out);
 }

@@ -16,12 +16,9 @@
  * 4.4.7 with exit 75: Postfix tries again later.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <stdnoreturn.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -30,42 +27,17 @@
 #include "config.h"
 #include "deadline.h"
 #include "dsn.h"
-#include "fdio.h"
 #include "handoff.h"
 #include "handoffio.h"
 #include "invocation.h"
 #include "listener.h"
+#include "pipeout.h"
 
 /* The daemon ends a delivery at filtermail_transport_deadline and answers;
  * this process waits a little longer, so the daemon's answer wins. */
 #define CLIENT_GRACE 10
 /* The alarm that backs the wait, should it overrun. */
 #define DEADLINE_GRACE 15
-
-static int result_fd = STDOUT_FILENO;
-
-static noreturn void finish(const struct outcome *o)
-{
-    char line[DSN_TEXT_MAX + 32];
-    size_t n = dsn_format(o, line, sizeof(line));
-    (void)fd_write_all(result_fd, line, n); /* pipe(8) gone: nothing to tell */
-    exit(dsn_exit_status(o));
-}
-
-static noreturn void fail_now(const char *dsn, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static noreturn void fail_now(const char *dsn, const char *fmt, ...)
-{
-    struct outcome o;
-    char text[DSN_TEXT_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
-    va_end(ap);
-    outcome_set(&o, OUTCOME_TEMPFAIL, dsn, "%s", text);
-    finish(&o);
-}
 
 int main(int argc, char **argv)
 {
@@ -75,48 +47,46 @@ int main(int argc, char **argv)
     char err[1024];
 
     signal(SIGPIPE, SIG_IGN);
-    result_fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 10);
-    if (result_fd < 0)
-        result_fd = STDOUT_FILENO;
+    int result_fd = pipeout_init();
     deadline_start(result_fd, 1000 - DEADLINE_GRACE);
 
     if (invocation_parse(argc, argv, &a) < 0)
-        fail_now("4.3.5", "usage: filtermail-transport-client CONFIG [-q QUEUE_ID] -f SENDER -- "
+        pipeout_fail("4.3.5", "usage: filtermail-transport-client CONFIG [-q QUEUE_ID] -f SENDER -- "
                           "RECIPIENT... (check the transport's argv in master.cf)");
     if (geteuid() == 0)
-        fail_now("4.3.5",
+        pipeout_fail("4.3.5",
                  "filtermail-transport-client refuses to run as root (set user= in master.cf)");
     if (config_load(a.config, &cfg, err, sizeof(err)) < 0)
-        fail_now("4.3.5", "Failed to read config: %s", err);
+        pipeout_fail("4.3.5", "Failed to read config: %s", err);
     unsigned wait_s = cfg->transport_deadline + CLIENT_GRACE;
     deadline_start(result_fd, wait_s + DEADLINE_GRACE);
     int64_t until = (int64_t)clock_mono_ms() + (int64_t)wait_s * 1000;
     if (listener_parse(cfg->transport_socket, &la, err, sizeof(err)) < 0 || !la.is_unix)
-        fail_now("4.3.5", "filtermail_transport_socket must be a unix socket");
+        pipeout_fail("4.3.5", "filtermail_transport_socket must be a unix socket");
 
     struct buf req;
     buf_init(&req, HANDOFF_REQUEST_MAX);
     if (handoff_request_format(a.queue_id, a.sender, a.rcpts, a.nrcpts, &req) < 0) {
         struct outcome o;
         if (a.nrcpts == 0 || a.nrcpts > HANDOFF_MAX_RCPTS)
-            fail_now("4.3.5", "%zu recipients: filtermail_destination_recipient_limit must be "
+            pipeout_fail("4.3.5", "%zu recipients: filtermail_destination_recipient_limit must be "
                               "1 to %d", a.nrcpts, HANDOFF_MAX_RCPTS);
         /* CR or LF in an address, or one longer than any address may be. */
         outcome_set(&o, OUTCOME_BOUNCE, "5.1.3", "Bad address syntax in the envelope");
-        finish(&o);
+        pipeout_exit(&o);
     }
     int s = handoff_connect(la.path, err, sizeof(err));
     if (s < 0)
-        fail_now("4.3.0", "filtermail-deliverd is not reachable: %s", err);
+        pipeout_fail("4.3.0", "filtermail-deliverd is not reachable: %s", err);
     if (handoff_send(s, &req, STDIN_FILENO, until, err, sizeof(err)) < 0)
-        fail_now("4.3.0", "filtermail-deliverd: %s", err);
+        pipeout_fail("4.3.0", "filtermail-deliverd: %s", err);
     buf_free(&req);
     /* The daemon has the descriptor now; ours is no longer needed. */
     close(STDIN_FILENO);
     struct outcome o;
     if (handoff_recv_reply(s, until, &o, err, sizeof(err)) < 0)
-        fail_now("4.3.0", "filtermail-deliverd: %s", err);
+        pipeout_fail("4.3.0", "filtermail-deliverd: %s", err);
     close(s);
     config_free(&cfg);
-    finish(&o);
+    pipeout_exit(&o);
 }
