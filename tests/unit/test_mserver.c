@@ -509,6 +509,58 @@ static void test_close_joins_session_threads(void)
     pthread_key_delete(slow_key);
 }
 
+/* The process's virtual size in KiB, or -1. */
+static long vm_size_kb(void)
+{
+    char line[256];
+    long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmSize: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+/* A connection that negotiates and leaves. */
+static void short_session(const char *sock)
+{
+    struct buf b;
+    int fd = client(sock);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    buf_init(&b, 1024);
+    mproto_put_optneg(&b, 6, 0, SMFIP_NR_MAIL, 0, NULL);
+    CHECK(send_buf(fd, &b) == 0 && read_cmd(fd) == SMFIC_OPTNEG);
+    close(fd);
+    buf_free(&b);
+}
+
+/* The threads of ended sessions are joined while the server runs, not only
+ * at shutdown: a joinable thread nobody joins keeps its 1 MiB stack mapped,
+ * so a relay would grow by that for every connection it ever had. */
+static void test_ended_sessions_joined_while_serving(void)
+{
+    enum { N = 200 };
+    struct server sv;
+    if (!server_start(&sv, 5, 1000, &msg_cbs))
+        return;
+    for (int i = 0; i < 10; i++) /* glibc's stack cache and the like */
+        short_session(sv.sock);
+    poll(NULL, 0, 200);
+    long before = vm_size_kb();
+    for (int i = 0; i < N; i++)
+        short_session(sv.sock);
+    poll(NULL, 0, 300);
+    long grown = vm_size_kb() - before;
+    CHECK(before > 0);
+    CHECKF(grown < 64 * 1024, "%d sessions grew the process by %ld KiB", N, grown);
+    CHECK_INT(server_stop(&sv), 0);
+}
+
 static atomic_int reloads;
 
 static void count_reload(void)
@@ -612,6 +664,7 @@ int main(void)
     UNIT_RUN(test_silence_between_packets);
     UNIT_RUN(test_shutdown_with_sessions_in_flight);
     UNIT_RUN(test_close_joins_session_threads);
+    UNIT_RUN(test_ended_sessions_joined_while_serving);
     UNIT_RUN(test_stop_and_reload_never_block);
     UNIT_RUN(test_socket_not_stolen);
     return unit_summary();
