@@ -230,6 +230,19 @@ static void test_macros(void)
 
 static atomic_int eoms;
 
+/* Per-thread state with a destructor that takes a while, as libraries keep
+ * it (OpenSSL frees its per-thread state at thread exit): set at the end of
+ * a message while thread_state is on. */
+static atomic_bool thread_state;
+static pthread_key_t slow_key;
+static atomic_int slow_exits;
+
+static void slow_exit(void *v)
+{
+    poll(NULL, 0, 300);
+    atomic_fetch_add(&slow_exits, 1);
+}
+
 static enum mstatus any_continue(struct msess *s, const char *a)
 {
     return MS_CONTINUE;
@@ -252,6 +265,8 @@ static enum mstatus slow_eom(struct msess *s)
 {
     poll(NULL, 0, 50);
     atomic_fetch_add(&eoms, 1);
+    if (atomic_load(&thread_state))
+        pthread_setspecific(slow_key, &slow_key);
     msess_setreply(s, "554", "5.7.1", "real verdict");
     return MS_REJECT;
 }
@@ -270,8 +285,7 @@ struct server {
     pthread_t t;
 };
 
-static bool server_start(struct server *sv, int timeout, unsigned shutdown_ms,
-                         const struct mserver_callbacks *cb)
+static bool server_start(struct server *sv, int timeout, unsigned shutdown_ms)
 {
     char spec[128], err[256];
     snprintf(sv->dir, sizeof(sv->dir), "/tmp/filtermail-mserver-XXXXXX");
@@ -284,7 +298,7 @@ static bool server_start(struct server *sv, int timeout, unsigned shutdown_ms,
                                  .timeout = timeout,
                                  .shutdown_ms = shutdown_ms,
                                  .max_sessions = 200,
-                                 .cb = cb};
+                                 .cb = &msg_cbs};
     sv->srv = mserver_open(&cfg, err, sizeof(err));
     CHECKF(sv->srv != NULL, "%s", err);
     if (sv->srv == NULL)
@@ -359,7 +373,7 @@ static int64_t now_ms(void)
 static void test_silence_between_packets(void)
 {
     struct server sv;
-    if (!server_start(&sv, 1, 1000, &msg_cbs))
+    if (!server_start(&sv, 1, 1000))
         return;
     int fd = open_message(sv.sock);
     CHECK(fd >= 0);
@@ -404,7 +418,7 @@ static void test_shutdown_with_sessions_in_flight(void)
     struct server sv;
     struct buf b;
 
-    if (!server_start(&sv, 60, 1500, &msg_cbs))
+    if (!server_start(&sv, 60, 1500))
         return;
     buf_init(&b, 1024 * 1024);
     for (int i = 0; i < IDLE; i++) {
@@ -454,31 +468,6 @@ static void test_shutdown_with_sessions_in_flight(void)
     buf_free(&b);
 }
 
-/* Per-thread state with a destructor that takes a while, as libraries keep
- * it (OpenSSL frees its per-thread state at thread exit). */
-static pthread_key_t slow_key;
-static atomic_int slow_exits;
-
-static void slow_exit(void *v)
-{
-    poll(NULL, 0, 300);
-    atomic_fetch_add(&slow_exits, 1);
-}
-
-static enum mstatus eom_with_thread_state(struct msess *s)
-{
-    pthread_setspecific(slow_key, &slow_key);
-    msess_setreply(s, "554", "5.7.1", "real verdict");
-    return MS_REJECT;
-}
-
-static const struct mserver_callbacks thread_state_cbs = {
-    .envfrom = any_continue,
-    .envrcpt = any_continue,
-    .header = hdr_continue,
-    .body = body_continue,
-    .eom = eom_with_thread_state,
-};
 
 /* mserver_close returns 0 only once every session thread has returned,
  * thread-local destructors included, so the caller can exit (exit
@@ -495,7 +484,8 @@ static void test_close_joins_session_threads(void)
 
     CHECK(pthread_key_create(&slow_key, slow_exit) == 0);
     atomic_store(&slow_exits, 0);
-    if (!server_start(&sv, 5, 1000, &thread_state_cbs))
+    atomic_store(&thread_state, true);
+    if (!server_start(&sv, 5, 1000))
         return;
     for (int i = 0; i < N; i++) {
         CHECK((fd[i] = open_message(sv.sock)) >= 0);
@@ -506,6 +496,7 @@ static void test_close_joins_session_threads(void)
     CHECK_INT(server_stop(&sv), 0);
     CHECK_INT(atomic_load(&slow_exits), N);
     close(fd[N - 1]);
+    atomic_store(&thread_state, false);
     pthread_key_delete(slow_key);
 }
 
@@ -546,7 +537,7 @@ static void test_ended_sessions_joined_while_serving(void)
 {
     enum { N = 200 };
     struct server sv;
-    if (!server_start(&sv, 5, 1000, &msg_cbs))
+    if (!server_start(&sv, 5, 1000))
         return;
     for (int i = 0; i < 10; i++) /* glibc's stack cache and the like */
         short_session(sv.sock);
@@ -617,7 +608,7 @@ static void test_socket_not_stolen(void)
 {
     struct server a;
     char spec[128], err[256];
-    if (!server_start(&a, 5, 100, &msg_cbs))
+    if (!server_start(&a, 5, 100))
         return;
     snprintf(spec, sizeof(spec), "unix:%s", a.sock);
     struct mserver_config cfg = {.socket_spec = spec, .timeout = 5, .max_sessions = 4,
