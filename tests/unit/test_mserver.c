@@ -28,21 +28,51 @@
 
 #include "buf.h"
 
+/* What the callbacks saw, written by session threads and read by the test
+ * (under a lock: the socket orders them, but no tool can tell). */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
 static char seen_auth[64];
+static size_t header_len;
 
 static enum mstatus on_envfrom(struct msess *s, const char *sender)
 {
     const char *v = msess_getsymval(s, "{auth_authen}");
+    pthread_mutex_lock(&seen_lock);
     snprintf(seen_auth, sizeof(seen_auth), "%s", v != NULL ? v : "(none)");
+    pthread_mutex_unlock(&seen_lock);
     return MS_CONTINUE;
 }
 
-static size_t header_len;
-
 static enum mstatus on_header(struct msess *s, const char *name, const char *value)
 {
+    pthread_mutex_lock(&seen_lock);
     header_len = strlen(value);
+    pthread_mutex_unlock(&seen_lock);
     return MS_CONTINUE;
+}
+
+static void seen_reset(void)
+{
+    pthread_mutex_lock(&seen_lock);
+    seen_auth[0] = '\0';
+    header_len = 0;
+    pthread_mutex_unlock(&seen_lock);
+}
+
+/* A copy of seen_auth (in out), and header_len. */
+static size_t seen(char *out, size_t outlen)
+{
+    pthread_mutex_lock(&seen_lock);
+    snprintf(out, outlen, "%s", seen_auth);
+    size_t n = header_len;
+    pthread_mutex_unlock(&seen_lock);
+    return n;
+}
+
+static const char *auth_seen(char *out, size_t outlen)
+{
+    seen(out, outlen);
+    return out;
 }
 
 static const struct mserver_callbacks cbs = {.envfrom = on_envfrom, .header = on_header};
@@ -196,27 +226,28 @@ static void test_macros(void)
     pthread_t t;
     pthread_create(&t, NULL, serve, srv);
 
+    char auth[64];
+
     /* A few macros: kept; the session sees {auth_authen} at MAIL FROM, and
      * the connection ends at QUIT (no reply to MAIL was negotiated). */
-    seen_auth[0] = '\0';
+    seen_reset();
     CHECK_INT(session(sock, 3, 10), 0);
-    CHECK_STR(seen_auth, "alice");
+    CHECK_STR(auth_seen(auth, sizeof(auth)), "alice");
     /* 64 + 1 macros, or 70 KiB of them: the connection is closed before MAIL
      * FROM reaches the callback. */
-    seen_auth[0] = '\0';
+    seen_reset();
     CHECK(session(sock, 64, 10) <= 0);
-    CHECK_STR(seen_auth, "");
+    CHECK_STR(auth_seen(auth, sizeof(auth)), "");
     CHECK(session(sock, 7, 10 * 1024) <= 0);
-    CHECK_STR(seen_auth, "");
+    CHECK_STR(auth_seen(auth, sizeof(auth)), "");
     /* The server still serves afterwards. */
     CHECK_INT(session(sock, 3, 10), 0);
-    CHECK_STR(seen_auth, "alice");
+    CHECK_STR(auth_seen(auth, sizeof(auth)), "alice");
     /* A large packet first, then small ones on the same connection. */
-    seen_auth[0] = '\0';
-    header_len = 0;
+    seen_reset();
     CHECK_INT(big_then_small(sock), 0);
-    CHECK_INT(header_len, 300 * 1024);
-    CHECK_STR(seen_auth, "alice");
+    CHECK_INT(seen(auth, sizeof(auth)), 300 * 1024); /* header_len */
+    CHECK_STR(auth_seen(auth, sizeof(auth)), "alice");
 
     mserver_stop(srv);
     pthread_join(t, NULL);
