@@ -468,10 +468,8 @@ int mserver_close(struct mserver **sp)
                 left);
         return -1;
     }
-    if (srv->wake_pipe[0] >= 0)
-        close(srv->wake_pipe[0]);
-    if (srv->wake_pipe[1] >= 0)
-        close(srv->wake_pipe[1]);
+    /* The handlers first: a second SIGTERM during the shutdown must not
+     * write to a closed (or reused) pipe descriptor. */
     if (signal_server == srv) {
         struct sigaction ign = {.sa_handler = SIG_IGN};
         sigaction(SIGTERM, &ign, NULL);
@@ -479,6 +477,10 @@ int mserver_close(struct mserver **sp)
         sigaction(SIGHUP, &ign, NULL);
         signal_server = NULL;
     }
+    if (srv->wake_pipe[0] >= 0)
+        close(srv->wake_pipe[0]);
+    if (srv->wake_pipe[1] >= 0)
+        close(srv->wake_pipe[1]);
     pthread_cond_destroy(&srv->ended);
     pthread_mutex_destroy(&srv->lock);
     free(srv);
