@@ -145,6 +145,9 @@ int main(int argc, char **argv)
     }
     if (mserver_run(server, err, sizeof(err)) < 0) {
         log_err(TARGET, "Server error: %s", err);
+        /* Sessions may be running: end them before the exit handlers run. */
+        if (mserver_close(&server) < 0)
+            _exit(1);
         return 1;
     }
     sdnotify_stopping();
