@@ -154,5 +154,6 @@ int main(int argc, char **argv)
     log_info("filtermail", "stopping");
     if (mserver_close(&server) < 0)
         _exit(0); /* sessions still run: no exit handlers under them */
+    filter_close(&filter); /* the resolver's thread too */
     return 0;
 }
