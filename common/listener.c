@@ -163,7 +163,9 @@ static int listener_clear_stale(const char *path, char *err, size_t errlen)
         return -1;
     }
     memcpy(sun.sun_path, path, strlen(path) + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a live server whose backlog is full answers EAGAIN at
+     * once instead of holding the start-up in connect(2). */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;

@@ -551,3 +551,11 @@ int filter_start(struct filter *f, char *err, size_t errlen)
 {
     return f->dns != NULL ? dns_resolver_start(f->dns, err, errlen) : 0;
 }
+
+void filter_close(struct filter *f)
+{
+    dkimcheck_free(&f->checker); /* before the resolver it queries */
+    dkimsign_free(&f->signer);
+    rejected_close(&f->rejected);
+    dns_resolver_free(&f->dns);
+}

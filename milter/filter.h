@@ -59,5 +59,9 @@ extern const struct mserver_callbacks filter_callbacks;
 int filter_open(struct filter *f, const struct config *cfg, char *err, size_t errlen);
 /* Starts the resolver's threads, after privileges are dropped. */
 int filter_start(struct filter *f, char *err, size_t errlen);
+/* Frees what filter_open made and stops the resolver's threads, so that no
+ * thread runs under the exit handlers. Only once no session uses f (after
+ * mserver_close returned 0). */
+void filter_close(struct filter *f);
 
 #endif

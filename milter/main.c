@@ -145,11 +145,15 @@ int main(int argc, char **argv)
     }
     if (mserver_run(server, err, sizeof(err)) < 0) {
         log_err(TARGET, "Server error: %s", err);
+        /* Sessions may be running: end them before the exit handlers run. */
+        if (mserver_close(&server) < 0)
+            _exit(1);
         return 1;
     }
     sdnotify_stopping();
     log_info("filtermail", "stopping");
     if (mserver_close(&server) < 0)
         _exit(0); /* sessions still run: no exit handlers under them */
+    filter_close(&filter); /* the resolver's thread too */
     return 0;
 }

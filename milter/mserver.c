@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,13 +40,21 @@ struct mserver {
     struct listener lsn;
     int lfd;                     /* lsn.fd */
     int wake_pipe[2];            /* non-blocking; a byte wakes mserver_run */
-    volatile sig_atomic_t stop_asked, reload_asked;
+    /* Set by signal handlers (on any thread) and other threads: lock-free
+     * atomics, so both async-signal-safe and free of data races. */
+    atomic_int stop_asked, reload_asked;
     struct mserver_config cfg;
-    pthread_mutex_t lock;        /* guards the session list and stopping */
+    pthread_mutex_t lock;        /* guards the lists and stopping */
     pthread_cond_t ended;        /* signalled when the last session ends */
     struct msession_config session_cfg;
     LIST_HEAD(, mconn) sessions; /* running sessions */
     unsigned nsessions;
+    /* Ended sessions whose threads are still to be joined:
+     * a session thread is joined, never detached, so that when
+     * mserver_close returns no thread of the server runs any more, not even
+     * its exit (thread-local destructors, e.g. OpenSSL's, and the sanitizers'
+     * bookkeeping), under the caller's exit(). */
+    struct mconn *ended_list;    /* linked by ended_next */
     bool stopping;               /* no new message; idle sessions end */
 };
 
@@ -55,6 +64,9 @@ struct mconn {
     /* glibc's <sys/queue.h> list, as the policy server's and the DKIM
      * cache's: unordered, so a LIST rather than a TAILQ. */
     LIST_ENTRY(mconn) link;      /* in srv->sessions */
+    struct mconn *ended_next;    /* in srv->ended_list, once off srv->sessions */
+    pthread_t thread;
+    bool started;                /* thread exists: joined before c is freed */
     int fd;
     bool idle;           /* waiting for a packet outside a message (srv->lock) */
     struct msess *ms;
@@ -62,6 +74,8 @@ struct mconn {
 
 /* ------------------------------------------------------------------------ */
 /* One connection. */
+
+static void wake(struct mserver *srv);
 
 /* Sends the replies the session produced. The socket is blocking: each
  * send(2) that stalls is bounded by SO_SNDTIMEO (cfg.timeout), so fd_send_all
@@ -103,16 +117,53 @@ static bool wait_for_packet(struct mconn *c)
 
 /* Takes an ended connection off the list and closes its socket, under the
  * lock so that mserver_close never shuts a descriptor number reused since.
- * After this the connection must not touch srv: mserver_close may free it. */
+ * A started one goes to the ended list, and mserver_run is woken to join
+ * its thread and free it; one that never started is freed here. After this
+ * the thread must touch neither c nor srv. */
 static void session_unlist(struct mconn *c)
 {
     struct mserver *srv = c->srv;
     pthread_mutex_lock(&srv->lock);
     LIST_REMOVE(c, link);
     close(c->fd);
+    if (c->started) {
+        c->ended_next = srv->ended_list;
+        srv->ended_list = c;
+        wake(srv);
+    }
     if (--srv->nsessions == 0)
         pthread_cond_broadcast(&srv->ended);
     pthread_mutex_unlock(&srv->lock);
+    if (!c->started)
+        free(c);
+}
+
+/* Joins the threads of ended sessions and frees them, waiting for each
+ * until deadline (monotonic) at most: a thread on the list has only its
+ * return left. Those not joined in time stay on the list. Only the thread
+ * that runs mserver_run, then mserver_close, calls this. Returns how many
+ * are left. */
+static unsigned reap_ended(struct mserver *srv, const struct timespec *deadline)
+{
+    unsigned left = 0;
+    pthread_mutex_lock(&srv->lock);
+    struct mconn *list = srv->ended_list;
+    srv->ended_list = NULL;
+    pthread_mutex_unlock(&srv->lock);
+    while (list != NULL) {
+        struct mconn *c = list;
+        list = c->ended_next;
+        if (pthread_clockjoin_np(c->thread, NULL, CLOCK_MONOTONIC, deadline) == 0) {
+            free(c);
+            continue;
+        }
+        pthread_mutex_lock(&srv->lock);
+        c->ended_next = srv->ended_list;
+        srv->ended_list = c;
+        pthread_mutex_unlock(&srv->lock);
+        left++;
+    }
+    return left;
 }
 
 /* The thin loop around the session core: receive, hand over, send. */
@@ -151,7 +202,6 @@ static void *session(void *arg)
     }
     msess_free(&c->ms);
     session_unlist(c);
-    free(c);
     return NULL;
 }
 
@@ -161,7 +211,6 @@ static void start_session(struct mserver *srv, int fd)
     int one = 1;
     struct mconn *c;
     pthread_attr_t attr;
-    pthread_t t;
 
     pthread_mutex_lock(&srv->lock);
     unsigned n = srv->nsessions;
@@ -188,21 +237,23 @@ static void start_session(struct mserver *srv, int fd)
     }
     c->srv = srv;
     c->fd = fd;
+    /* Listed and marked started before the thread runs (it may end at
+     * once); unmarked again if it cannot start. */
+    c->started = true;
     pthread_mutex_lock(&srv->lock);
     LIST_INSERT_HEAD(&srv->sessions, c, link);
     srv->nsessions++;
     pthread_mutex_unlock(&srv->lock);
     pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 1024 * 1024);
-    int e = pthread_create(&t, &attr, session, c);
+    int e = pthread_create(&c->thread, &attr, session, c);
     pthread_attr_destroy(&attr);
     if (e == 0)
         return;
     log_err(TARGET, "cannot start a session thread: %s", strerror(e));
+    c->started = false;
     msess_free(&c->ms);
     session_unlist(c);
-    free(c);
 }
 
 struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t errlen)
@@ -234,7 +285,7 @@ struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t
     struct listener_addr addr;
     srv->lsn.fd = -1;
     if (listener_parse(spec, &addr, err, errlen) == 0 &&
-        listener_open(&srv->lsn, &addr, 128, 0, err, errlen) == 0)
+        listener_open(&srv->lsn, &addr, 128, SOCK_NONBLOCK, err, errlen) == 0)
         srv->lfd = srv->lsn.fd;
     else
         srv->lfd = -1;
@@ -263,7 +314,7 @@ void mserver_reload(struct mserver *srv)
 {
     if (srv == NULL)
         return;
-    srv->reload_asked = 1;
+    atomic_store(&srv->reload_asked, 1);
     wake(srv);
 }
 
@@ -271,7 +322,7 @@ void mserver_stop(struct mserver *srv)
 {
     if (srv == NULL)
         return;
-    srv->stop_asked = 1;
+    atomic_store(&srv->stop_asked, 1);
     wake(srv);
 }
 
@@ -295,6 +346,10 @@ int mserver_catch_signals(struct mserver *srv)
         return -1;
     return 0;
 }
+
+/* How long mserver_run waits for an ended session's thread to return before
+ * leaving it to a later wake-up (or to mserver_close). */
+#define REAP_WAIT_MS 1000
 
 int mserver_run(struct mserver *srv, char *err, size_t errlen)
 {
@@ -326,17 +381,19 @@ int mserver_run(struct mserver *srv, char *err, size_t errlen)
             char drain[256];
             while (read(srv->wake_pipe[0], drain, sizeof(drain)) > 0)
                 ;
-            if (srv->stop_asked)
+            struct timespec reap_by = clock_mono_deadline(REAP_WAIT_MS);
+            reap_ended(srv, &reap_by);
+            if (atomic_load(&srv->stop_asked))
                 return 0;
-            if (srv->reload_asked) {
-                srv->reload_asked = 0;
-                if (srv->cfg.reload != NULL)
-                    srv->cfg.reload();
-            }
+            if (atomic_exchange(&srv->reload_asked, 0) && srv->cfg.reload != NULL)
+                srv->cfg.reload();
             continue;
         }
         if (pfd[0].revents == 0)
             continue;
+        /* The listener is non-blocking: a connection gone between poll and
+         * accept must not keep the loop from a stop request. The accepted
+         * socket is blocking (accept4 does not inherit O_NONBLOCK). */
         int fd = accept4(srv->lfd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
@@ -400,10 +457,16 @@ int mserver_close(struct mserver **sp)
         log_err(TARGET, "%u milter sessions did not end; leaving them to the exit", left);
         return -1;
     }
-    if (srv->wake_pipe[0] >= 0)
-        close(srv->wake_pipe[0]);
-    if (srv->wake_pipe[1] >= 0)
-        close(srv->wake_pipe[1]);
+    /* Every session has ended: their threads have only their return left. */
+    struct timespec join_by = clock_mono_deadline(SHUT_WAIT_MS);
+    left = reap_ended(srv, &join_by);
+    if (left > 0) {
+        log_err(TARGET, "%u milter session threads did not return; leaving them to the exit",
+                left);
+        return -1;
+    }
+    /* The handlers first: a second SIGTERM during the shutdown must not
+     * write to a closed (or reused) pipe descriptor. */
     if (signal_server == srv) {
         struct sigaction ign = {.sa_handler = SIG_IGN};
         sigaction(SIGTERM, &ign, NULL);
@@ -411,6 +474,10 @@ int mserver_close(struct mserver **sp)
         sigaction(SIGHUP, &ign, NULL);
         signal_server = NULL;
     }
+    if (srv->wake_pipe[0] >= 0)
+        close(srv->wake_pipe[0]);
+    if (srv->wake_pipe[1] >= 0)
+        close(srv->wake_pipe[1]);
     pthread_cond_destroy(&srv->ended);
     pthread_mutex_destroy(&srv->lock);
     free(srv);

@@ -50,7 +50,9 @@ struct mserver;
 struct mserver *mserver_open(const struct mserver_config *cfg, char *err, size_t errlen);
 
 /* Serves until mserver_stop is called. Returns 0, or -1 with a message in
- * err. Sessions go on running after it returns; mserver_close ends them. */
+ * err. Sessions go on running after it returns; mserver_close ends them.
+ * The threads of ended sessions are joined here as they end (the rest by
+ * mserver_close), so call both from the same thread. */
 int mserver_run(struct mserver *srv, char *err, size_t errlen);
 /* Ask mserver_run to return, or to call the reload callback. Async-signal-
  * safe, never block, keep errno; asking again before it is served is the
@@ -63,9 +65,11 @@ int mserver_catch_signals(struct mserver *srv);
 /* Shuts down after mserver_run returned: stops accepting, ends sessions
  * waiting outside a message at once, lets those inside one finish it for up
  * to cfg.shutdown_ms, then shuts their sockets and waits a few seconds more.
- * Frees the server and returns 0 when every session ended; otherwise leaves
- * it (sessions still use it) and returns -1: the caller exits. *srv is set to
- * NULL either way. */
+ * Frees the server and returns 0 when every session ended and its thread
+ * was joined (no thread of the server runs any more, so the caller may exit
+ * and run exit handlers); otherwise leaves it (sessions still use it) and
+ * returns -1: the caller exits without exit handlers (_exit). *srv is set
+ * to NULL either way. */
 int mserver_close(struct mserver **srv);
 
 #endif

@@ -5,6 +5,7 @@
 #include "unit.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +113,26 @@ static void test_open_unix(void)
     CHECK_INT(l2.fd, -1);
     CHECK(strstr(err, "another process is listening") != NULL);
     CHECK(stat(a.path, &st) == 0 && S_ISSOCK(st.st_mode));
+    /* A live server whose backlog is full (nobody accepts) is still found
+     * live, at once: the probe must not wait in connect(2). */
+    int queued[64], nq = 0;
+    for (; nq < 64; nq++) {
+        queued[nq] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        struct sockaddr_un sun = {.sun_family = AF_UNIX};
+        memcpy(sun.sun_path, a.path, strlen(a.path) + 1);
+        if (connect(queued[nq], (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+            CHECK_INT(errno, EAGAIN);
+            close(queued[nq]);
+            break;
+        }
+    }
+    CHECK(nq < 64); /* the backlog (16) did fill */
+    alarm(10); /* a blocking probe would hang here */
+    CHECK_INT(listener_open(&l2, &a, 16, 0, err, sizeof(err)), -1);
+    alarm(0);
+    CHECK(strstr(err, "another process is listening") != NULL);
+    for (int i = 0; i < nq; i++)
+        close(queued[i]);
     /* A socket file nobody listens on any more is replaced. */
     close(l.fd);
     CHECKF(listener_open(&l, &a, 16, SOCK_NONBLOCK, err, sizeof(err)) == 0, "%s", err);
