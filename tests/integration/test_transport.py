@@ -977,3 +977,26 @@ def test_deliverd_fan_out_batches_with_exact_status_per_recipient():
     assert together, f"no batch was sent:\n{tlog[-3000:]}"
     T.relay.wait_for_delivery(SENDER, "bad@viadrej")
     new_log()
+
+
+def test_deliverd_gone_mid_delivery_defers():
+    """The daemon killed while a delivery waits for the relay's answer: the
+    client says 4.3.0 and exits 75 (deferred, retried later), never a
+    bounce or a success; a restarted daemon delivers."""
+    data, _ = message()
+    args = [str(CLIENT), str(T.ini_d), "-q", "4KILL1", "-f", SENDER, "--", f"bob@{d('slow')}"]
+    p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, user=NOBODY, group=NOBODY, extra_groups=[],
+                         cwd="/")
+    p.stdin.write(data)
+    p.stdin.close()
+    time.sleep(1.5)  # the POST is out; the slow relay answers after 6 s
+    T.deliverd.kill()
+    T.deliverd.wait(10)
+    out = p.stdout.read().decode()
+    assert p.wait(30) == 75, out
+    assert out.startswith("4.3.0 filtermail-deliverd: the connection ended without a result"), out
+    T.deliverd = start_deliverd(T.ini_d, T.sock)
+    expect(via_daemon([f"bob@{d('ok')}"], data), 0, "delivered via HTTPS")
+    backend_requests()
+    new_log()
