@@ -7,8 +7,10 @@
  *
  *   null_milter unix:/path/to/socket
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include <libmilter/mfapi.h>
@@ -78,10 +80,17 @@ int main(int argc, char **argv)
         return 1;
     }
     cfg.socket_spec = argv[1];
-    umask(0); /* a bench tool: Postfix's smtpd (user postfix) must connect */
     server = mserver_open(&cfg, err, sizeof(err));
     if (server == NULL) {
         fprintf(stderr, "null_milter: %s\n", err);
+        return 1;
+    }
+    /* A bench tool run as root: the listener makes the socket 0660 for its
+     * owner's group (root here), and Postfix's smtpd (user postfix) must
+     * connect. */
+    const char *path = strncmp(argv[1], "unix:", 5) == 0 ? argv[1] + 5 : argv[1];
+    if (chmod(path, 0666) < 0) {
+        fprintf(stderr, "null_milter: chmod %s: %s\n", path, strerror(errno));
         return 1;
     }
     signal(SIGTERM, on_signal);
