@@ -54,6 +54,12 @@ static struct serve_ctx sc;
 static atomic_uint running;
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t slots_free = PTHREAD_COND_INITIALIZER;
+/* Delivery threads that ended and are still to be joined (slots_lock).
+ * Threads are joined, never detached, so that when main returns no delivery
+ * thread runs any more, not even its exit (OpenSSL's thread-local clean-up)
+ * under the exit handlers. At most MAX_DELIVERIES run, so this fits. */
+static pthread_t ended[MAX_DELIVERIES];
+static unsigned nended;
 
 struct job {
     int conn;
@@ -65,10 +71,28 @@ static void *delivery_thread(void *arg)
     serve_connection(&sc, j->conn);
     free(j);
     pthread_mutex_lock(&slots_lock);
+    if (nended < MAX_DELIVERIES)
+        ended[nended++] = pthread_self();
+    else
+        pthread_detach(pthread_self()); /* cannot happen: see ended[] */
     running--;
     pthread_cond_broadcast(&slots_free);
     pthread_mutex_unlock(&slots_lock);
     return NULL;
+}
+
+/* Joins the delivery threads that have ended (each has only its return
+ * left). */
+static void reap_ended(void)
+{
+    pthread_t batch[MAX_DELIVERIES];
+    pthread_mutex_lock(&slots_lock);
+    unsigned n = nended;
+    memcpy(batch, ended, n * sizeof(batch[0]));
+    nended = 0;
+    pthread_mutex_unlock(&slots_lock);
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(batch[i], NULL);
 }
 
 static void *accept_thread(void *arg)
@@ -76,9 +100,9 @@ static void *accept_thread(void *arg)
     int lfd = *(int *)arg;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, THREAD_STACK);
     for (;;) {
+        reap_ended();
         pthread_mutex_lock(&slots_lock);
         while (running >= MAX_DELIVERIES)
             pthread_cond_wait(&slots_free, &slots_lock);
@@ -237,7 +261,10 @@ int main(int argc, char **argv)
     }
     unsigned left = running;
     pthread_mutex_unlock(&slots_lock);
-    if (left > 0)
+    if (left > 0) {
         log_warn(TARGET, "%u deliveries still under way at exit", left);
+        _exit(0); /* their clients defer (4.3.0); no exit handlers under them */
+    }
+    reap_ended();
     return 0;
 }
