@@ -1,17 +1,15 @@
 /* Tests for common/fileio.c: bounded reads and atomic replacement. */
 #include "fileio.h"
+#include "syscall_fault.h"
 #include "unit.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -188,25 +186,6 @@ static void test_atomic(void)
     remove_dir();
 }
 
-/* Makes the system call nr fail with errno e in this process; with flag set,
- * only when argument arg has that bit (a seccomp filter; no privileges). */
-static int refuse_syscall(int nr, int arg, unsigned flag, int e)
-{
-    struct sock_filter f[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 3),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[arg])),
-        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, flag, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)e),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
-        return -1;
-    return 0;
-}
-
 /* Without O_TMPFILE (a file system without it), and without linkat (no
  * /proc), the result is the same and nothing is left behind. */
 static void test_atomic_fallbacks(void)
@@ -227,7 +206,7 @@ static void test_atomic_fallbacks(void)
         pid_t pid = fork();
         if (pid == 0) {
             char err[128];
-            bool ok = refuse_syscall(cases[i].nr, cases[i].arg, cases[i].flag, EOPNOTSUPP) == 0 &&
+            bool ok = syscall_fault(cases[i].nr, cases[i].arg, cases[i].flag, EOPNOTSUPP) == 0 &&
                       fileio_write_atomic(AT_FDCWD, path, 0640, "old", 3, err, sizeof(err)) == 0 &&
                       fileio_write_atomic(AT_FDCWD, path, 0640, "new", 3, err, sizeof(err)) == 0;
             _exit(ok ? 0 : 1);
