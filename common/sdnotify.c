@@ -1,6 +1,8 @@
 /* sdnotify: a thin layer over libsystemd's sd_notify. */
 #include "sdnotify.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -47,4 +49,27 @@ unsigned sdnotify_watchdog_interval_ms(void)
 void sdnotify_watchdog(void)
 {
     (void)sd_notify(0, "WATCHDOG=1");
+}
+
+void sdnotify_block_signals(sigset_t *set_r)
+{
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(set_r);
+    sigaddset(set_r, SIGTERM);
+    sigaddset(set_r, SIGINT);
+    sigaddset(set_r, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, set_r, NULL);
+}
+
+int sdnotify_wait_signal(const sigset_t *set)
+{
+    unsigned wd_ms = sdnotify_watchdog_interval_ms();
+    struct timespec wd = {.tv_sec = wd_ms / 1000, .tv_nsec = (long)(wd_ms % 1000) * 1000000};
+    for (;;) {
+        int sig = wd_ms > 0 ? sigtimedwait(set, NULL, &wd) : sigwaitinfo(set, NULL);
+        if (sig >= 0)
+            return sig;
+        if (errno == EAGAIN)
+            sdnotify_watchdog();
+    }
 }

@@ -16,6 +16,8 @@
 #ifndef FILTERMAIL_SDNOTIFY_H
 #define FILTERMAIL_SDNOTIFY_H
 
+#include <signal.h>
+
 /* READY=1, with a STATUS= line saying what is served (text may be NULL). */
 void sdnotify_ready(const char *status);
 
@@ -31,5 +33,14 @@ unsigned sdnotify_watchdog_interval_ms(void);
 
 /* WATCHDOG=1: the daemon's main loop is alive. */
 void sdnotify_watchdog(void);
+
+/* The daemons' signal loop. sdnotify_block_signals ignores SIGPIPE and blocks
+ * SIGTERM, SIGINT and SIGHUP in the calling thread, so threads started after
+ * it inherit the mask and only sdnotify_wait_signal takes them; it stores the
+ * set in *set_r. Call it before starting any thread. */
+void sdnotify_block_signals(sigset_t *set_r);
+/* Waits for one of set's signals and returns it, pinging the watchdog (when
+ * the unit has one) every sdnotify_watchdog_interval_ms() meanwhile. */
+int sdnotify_wait_signal(const sigset_t *set);
 
 #endif

@@ -198,13 +198,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "Server error: %s\n", err);
         return 1;
     }
-    /* Signals are taken by sigwait below, never by the delivery threads. */
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    /* Signals are taken by the loop below, never by the delivery threads. */
+    sdnotify_block_signals(&sigs);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "Server error: cannot initialise libcurl\n");
         return 1;
@@ -229,15 +224,8 @@ int main(int argc, char **argv)
     log_debug(TARGET, "accepting deliveries on %s", cfg->transport_socket);
     sdnotify_ready("accepting deliveries");
 
-    unsigned wd_ms = sdnotify_watchdog_interval_ms();
-    struct timespec wd = {.tv_sec = wd_ms / 1000, .tv_nsec = (long)(wd_ms % 1000) * 1000000};
     for (;;) {
-        int sig = wd_ms > 0 ? sigtimedwait(&sigs, NULL, &wd) : sigwaitinfo(&sigs, NULL);
-        if (sig < 0) {
-            if (errno == EAGAIN)
-                sdnotify_watchdog();
-            continue;
-        }
+        int sig = sdnotify_wait_signal(&sigs);
         if (sig == SIGHUP) {
             log_info(TARGET, "SIGHUP: the configuration is read at start only (restart to "
                              "change it)");

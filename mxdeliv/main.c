@@ -142,14 +142,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "Server error: %s\n", err);
         return 1;
     }
-    /* Signals are taken by sigwait below, never by libmicrohttpd's threads
+    /* Signals are taken by the loop below, never by libmicrohttpd's threads
      * (they inherit this mask). */
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    sdnotify_block_signals(&sigs);
 
     d = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
@@ -169,15 +164,8 @@ int main(int argc, char **argv)
 
     sdnotify_ready("serving /mxdeliv");
     /* The signal loop doubles as the watchdog's heartbeat under systemd. */
-    unsigned wd_ms = sdnotify_watchdog_interval_ms();
-    struct timespec wd = {.tv_sec = wd_ms / 1000, .tv_nsec = (long)(wd_ms % 1000) * 1000000};
     for (;;) {
-        sig = wd_ms > 0 ? sigtimedwait(&sigs, NULL, &wd) : sigwaitinfo(&sigs, NULL);
-        if (sig < 0) {
-            if (errno == EAGAIN)
-                sdnotify_watchdog();
-            continue;
-        }
+        sig = sdnotify_wait_signal(&sigs);
         if (sig == SIGHUP) {
             reload_config(argv[optind]);
             continue;
