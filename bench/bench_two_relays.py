@@ -14,19 +14,25 @@ log level info, and a rate limit too high to matter. The same two Postfix
 instances also relay without filtermail, for the same-run baseline: a
 submission service without milter or policy check on a.test, Postfix's own
 smtp(8) client (opportunistic STARTTLS, connection cache) instead of the
-transport, and a port-25 smtpd without milter on b.test.
+transport, and a port-25 smtpd without milter on b.test. A third path, the
+"gate baseline", keeps the gate's policy work but not our delivery path:
+a.test's ordinary submission (filtermail-milter signing, the policy check),
+then Postfix's smtp(8) as in the baseline, to a b.test smtpd WITH
+filtermail-milter verifying DKIM as the port-25 role does, but without nginx,
+filtermail-mxdeliv and the reinjection. So filtermail / gate baseline is the
+cost of our delivery path (transport + nginx + mxdeliv), gate baseline /
+baseline the cost of the policy (signing, verifying, policy server).
 
  1. Latency: alice@a.test sends N (1000) messages to bob@b.test one after
     another over one submission session; each is timed from MAIL FROM until
     the file appears in bob's Maildir at b.test (inotify, no polling). p50,
-    p90, p99, max. Then the same N through the baseline path. Target: p50
-    <= 100 ms through filtermail.
+    p90, p99, max. Then the same N through the gate baseline and the
+    baseline. Target: p50 <= 100 ms through filtermail.
  2. Throughput: S (20) senders, each with its own session and login, each
     sends K (25) messages to its own recipient at b.test as fast as it can;
     the figure is messages delivered into b.test's Maildir per second, from
-    the first MAIL FROM to the last delivery. The filtermail path and the
-    baseline take turns for R (3) rounds; the ratio is the median of the
-    per-round ratios.
+    the first MAIL FROM to the last delivery. The three paths take turns
+    for R (3) rounds; each ratio is the median of the per-round ratios.
 
 Prints figures and same-run ratios and a summary table; exits 1 only when
 something could not be measured (a program not built, a message refused or
@@ -51,6 +57,7 @@ from benchlib import pct, say  # noqa: E402
 
 ALICE = "alice@a.test"
 PLAIN_ALICE = "plain-alice@a.test"
+GATE_ALICE = "gate-alice@a.test"
 BOB = "bob@b.test"
 LATENCY_TARGET_MS = 100
 DELIVERY_TIMEOUT = 60
@@ -159,6 +166,7 @@ class Bench:
         self.watch = MaildirWatch(net.b.relay.maildirs / "inbox")
         self.senders = [f"sender{i:02d}@a.test" for i in range(1, args.senders + 1)]
         self.plain_senders = [f"plain{i:02d}@a.test" for i in range(1, args.senders + 1)]
+        self.gate_senders = [f"gate{i:02d}@a.test" for i in range(1, args.senders + 1)]
         self.rcpts = [f"rcpt{i:02d}@b.test" for i in range(1, args.senders + 1)]
 
     def row(self, figure, measured, target, verdict):
@@ -178,11 +186,13 @@ class Bench:
     def check_paths(self):
         """One message each way; the log says which path it took."""
         a = self.net.a
+        b_addr = re.escape(self.net.b.addr)
         for service, sender, relay_re in (
                 ("submission", ALICE, r"relay=filtermail, .*delivered via HTTPS"),
+                ("submission", GATE_ALICE,
+                 rf"relay={b_addr}\[{b_addr}\]:{self.net.gate_port}, .*status=sent"),
                 ("plain-submission", PLAIN_ALICE,
-                 rf"relay={re.escape(self.net.b.addr)}\[{re.escape(self.net.b.addr)}\]:"
-                 rf"{self.net.plain_port}, .*status=sent")):
+                 rf"relay={b_addr}\[{b_addr}\]:{self.net.plain_port}, .*status=sent")):
             mark = len(a.maillog())
             data, marker = self.net.message(sender, BOB)
             r = a.submit(sender, [BOB], data, service=service)
@@ -249,6 +259,7 @@ class Bench:
             "a.test's submission until the file is in bob's Maildir at b.test")
         results = {}
         for name, service, sender in (("filtermail", "submission", ALICE),
+                                      ("gate", "submission", GATE_ALICE),
                                       ("baseline", "plain-submission", PLAIN_ALICE)):
             mark = (len(self.net.a.maillog()), len(self.net.a.transport_log_text()))
             t0 = time.monotonic()
@@ -265,9 +276,11 @@ class Bench:
                     say(f"  {'':<11} a.test's pipe(8) delivery (process start to exit): p50 "
                         f"{ms(statistics.median(d))}; the transport's own delivery time: "
                         f"p50 {ms(statistics.median(t))}")
-        f, b = results["filtermail"], results["baseline"]
-        say(f"  ratio filtermail / baseline: p50 {pct(f, 50) / pct(b, 50):.2f}, "
-            f"p99 {pct(f, 99) / pct(b, 99):.2f}")
+        f, g, b = results["filtermail"], results["gate"], results["baseline"]
+        for label, x, y in (("filtermail / baseline", f, b), ("filtermail / gate", f, g),
+                            ("gate / baseline", g, b)):
+            say(f"  ratio {label + ':':<22} p50 {pct(x, 50) / pct(y, 50):.2f}, "
+                f"p99 {pct(x, 99) / pct(y, 99):.2f}")
         say()
         p50 = pct(f, 50) * 1000
         self.row(f"latency a.test -> bob's Maildir, p50 ({n} msgs)", f"{p50:.1f} ms",
@@ -278,6 +291,12 @@ class Bench:
         lr = pct(f, 50) / pct(b, 50)
         self.row("latency ratio filtermail / baseline, p50", f"{lr:.2f}", "<= 1.5",
                  "PASS" if lr <= 1.5 else "MISS")
+        self.row("latency gate baseline, p50 / p99", f"{pct(g, 50) * 1000:.1f} / "
+                 f"{pct(g, 99) * 1000:.1f} ms", "(floor)", "-")
+        self.row("latency ratio filtermail / gate baseline, p50",
+                 f"{pct(f, 50) / pct(g, 50):.2f}", "(our delivery path)", "-")
+        self.row("latency ratio gate baseline / baseline, p50",
+                 f"{pct(g, 50) / pct(b, 50):.2f}", "(the policy work)", "-")
 
     # -- figure 2 ----------------------------------------------------------------
 
@@ -347,14 +366,15 @@ class Bench:
         say(f"== 2. Sustained throughput a.test -> b.test: {n} senders x {k} messages, "
             f"each sender to its own recipient; delivered into b.test's Maildir per second, "
             f"{rounds} rounds, paths in turns")
-        rates = {"filtermail": [], "baseline": []}
-        ratios = []
-        per_msg = {}
+        rates = {"filtermail": [], "gate": [], "baseline": []}
+        pairs = (("filtermail", "baseline"), ("filtermail", "gate"), ("gate", "baseline"))
+        ratios = {pair: [] for pair in pairs}
+        per_msg, cpu_msg = {}, {}
+        paths = [("filtermail", "submission", self.senders),
+                 ("gate", "submission", self.gate_senders),
+                 ("baseline", "plain-submission", self.plain_senders)]
         for rnd in range(rounds):
-            order = [("filtermail", "submission", self.senders),
-                     ("baseline", "plain-submission", self.plain_senders)]
-            if rnd % 2:
-                order.reverse()
+            order = paths[rnd % 3:] + paths[:rnd % 3]
             got = {}
             for name, service, senders in order:
                 rate, sub_rate, elapsed = self.throughput_run(service, senders)
@@ -365,25 +385,36 @@ class Bench:
                 if rnd == 0:
                     say(f"  {'':<19} {self.cpu}")
                     usage, total = self.usage
+                    cpu_msg[name] = 1000 * sum(usage.values()) / total
                     # The remote delivery's own CPU: pipe(8)'s children (the
                     # client) and filtermail-deliverd, against Postfix's smtp(8).
                     per_msg[name] = 1000 * (
                         usage.get("postfix pipe children", 0) + usage.get("filtermail-deliverd", 0)
                         if name == "filtermail" else usage.get("postfix smtp", 0)) / total
-            ratios.append(got["filtermail"] / got["baseline"])
-        f, b = statistics.median(rates["filtermail"]), statistics.median(rates["baseline"])
-        ratio = statistics.median(ratios)
-        say(f"  median: filtermail {f:.1f} msg/s, baseline {b:.1f} msg/s, "
-            f"ratio (median of per-round ratios) {ratio:.2f}")
+            for x, y in pairs:
+                ratios[(x, y)].append(got[x] / got[y])
+        f, g, b = (statistics.median(rates[k]) for k in ("filtermail", "gate", "baseline"))
+        ratio, fg, gb = (statistics.median(ratios[pair]) for pair in pairs)
+        say(f"  median: filtermail {f:.1f} msg/s, gate {g:.1f} msg/s, baseline {b:.1f} msg/s; "
+            f"ratios (median of per-round ratios): filtermail / baseline {ratio:.2f}, "
+            f"filtermail / gate {fg:.2f}, gate / baseline {gb:.2f}")
         say()
         self.row(f"throughput a.test -> b.test, {n} senders", f"{f:.1f} msg/s", "-", "-")
         self.row("throughput without filtermail", f"{b:.1f} msg/s", "(baseline)", "-")
         self.row("throughput ratio filtermail / baseline", f"{ratio:.2f}", ">= 0.80",
                  "PASS" if ratio >= 0.80 else "MISS")
+        self.row("throughput gate baseline", f"{g:.1f} msg/s", "(floor)", "-")
+        self.row("throughput ratio filtermail / gate baseline", f"{fg:.2f}",
+                 "(our delivery path)", "-")
+        self.row("throughput ratio gate baseline / baseline", f"{gb:.2f}", "(the policy work)",
+                 "-")
         t, smtp = per_msg.get("filtermail", 0), per_msg.get("baseline", 0)
         self.row("remote delivery CPU a message (client + deliverd)", f"{t:.2f} ms", "<= 3 ms",
                  "PASS" if t <= 3 else "MISS")
         self.row("Postfix smtp(8) CPU a message", f"{smtp:.2f} ms", "(baseline)", "-")
+        self.row("CPU a message, filtermail / gate baseline / baseline",
+                 " / ".join(f"{cpu_msg.get(k, 0):.1f}" for k in ("filtermail", "gate", "baseline"))
+                 + " ms", "-", "-")
 
     def summary(self):
         say("== Summary (bench_two_relays)")
@@ -411,8 +442,9 @@ def main():
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
     senders = [f"plain{i:02d}@a.test" for i in range(1, args.senders + 1)] + [PLAIN_ALICE]
+    gate = [f"gate{i:02d}@a.test" for i in range(1, args.senders + 1)] + [GATE_ALICE]
     net = TwoRelays(default_build="build", per_minute=1000000, burst=1000000, retry=10,
-                    log_level="info", plain=True, plain_senders=senders)
+                    log_level="info", plain=True, plain_senders=senders, gate_senders=gate)
     failed = False
     try:
         net.start()
@@ -423,6 +455,7 @@ def main():
         say()
         bench = Bench(net, args)
         net.a.relay.add_user(ALICE)
+        net.a.relay.add_user(GATE_ALICE)
         for addr in [BOB] + bench.rcpts:
             net.b.relay.add_user(addr)
         bench.check_paths()

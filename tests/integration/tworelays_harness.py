@@ -47,7 +47,12 @@ that relay without filtermail: on a.test a submission service without milter
 or policy check ("plain-submission") whose senders plain*@a.test are routed
 by sender_dependent_default_transport_maps to Postfix's own smtp(8) client
 (opportunistic STARTTLS), aimed at b.test's "plain-mx" smtpd on
-<b addr>:<net.plain_port>, which has no milter either.
+<b addr>:<net.plain_port>, which has no milter either. Its senders
+gate_senders (the "gate baseline": the gate's policy work without our
+transport) submit through the ordinary "submission" service (milter signing,
+policy check) and go by the same smtp(8) client to b.test's "gate-mx" smtpd
+on <b addr>:<net.gate_port>, which has the milter verifying DKIM as the
+port-25 role does, but neither nginx nor filtermail-mxdeliv.
 
 Every process is stopped by stop() (also at interpreter exit, through the
 harness and mxdeliv_harness), and check() fails when any of them died or a
@@ -226,6 +231,12 @@ class Site:
                      "  -o smtpd_relay_restrictions=reject_unauth_destination\n"
                      "  -o smtpd_tls_security_level=may\n"
                      f"  -o smtpd_tls_chain_files={key},{cert}\n")
+            text += (f"{self.addr}:{net.gate_port} inet n - n - - smtpd\n"
+                     "  -o syslog_name=postfix/gate-mx\n"
+                     "  -o milter_macro_daemon_name=INBOUND\n"
+                     "  -o smtpd_relay_restrictions=reject_unauth_destination\n"
+                     "  -o smtpd_tls_security_level=may\n"
+                     f"  -o smtpd_tls_chain_files={key},{cert}\n")
         if net.plain and self.domain == "a.test":
             text += ("plainsmtp unix - - n - - smtp\n"
                      "  -o syslog_name=postfix/plainsmtp\n"
@@ -251,8 +262,10 @@ class Site:
                  f"maximal_backoff_time = {2 * net.retry}s\n")
         if net.plain and self.domain == "a.test":
             other = net.b
-            routes = ", ".join(f"{s}=plainsmtp:[{other.addr}]:{net.plain_port}"
-                               for s in net.plain_senders)
+            routes = ", ".join([f"{s}=plainsmtp:[{other.addr}]:{net.plain_port}"
+                                for s in net.plain_senders]
+                               + [f"{s}=plainsmtp:[{other.addr}]:{net.gate_port}"
+                                  for s in net.gate_senders])
             text += f"sender_dependent_default_transport_maps = inline:{{ {routes} }}\n"
         return text + net.main_cf_extra
 
@@ -332,6 +345,7 @@ class Site:
         self._wait_port(net.smtp_port)
         if net.plain and self.domain == "b.test":
             self._wait_port(net.plain_port)
+            self._wait_port(net.gate_port)
         return self
 
     def _wait_port(self, port, host=None):
@@ -504,11 +518,14 @@ class TwoRelays:
     log_level      filtermail_log_level of every program
     plain          add the baseline services (see the module's docstring)
     plain_senders  the senders routed around filtermail when plain
+    gate_senders   the senders of the gate baseline when plain (milter and
+                   policy check, then smtp(8) to b.test's gate-mx)
     main_cf_extra  main.cf text appended to both relays
     """
 
     def __init__(self, *, default_build="build/san", per_minute=20, burst=10, retry=3,
-                 log_level="debug", plain=False, plain_senders=(), main_cf_extra=""):
+                 log_level="debug", plain=False, plain_senders=(), gate_senders=(),
+                 main_cf_extra=""):
         self.default_build = default_build
         self.per_minute = per_minute
         self.burst = burst
@@ -516,6 +533,7 @@ class TwoRelays:
         self.log_level = log_level
         self.plain = plain
         self.plain_senders = list(plain_senders)
+        self.gate_senders = list(gate_senders)
         self.main_cf_extra = main_cf_extra
         self.tmp = None
         self.sites = []
@@ -545,7 +563,7 @@ class TwoRelays:
             program(name, self.default_build)
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="filtermail-tworelays-"))
         self.tmp.chmod(0o755)
-        self.smtp_port, self.https_port, self.plain_port = free_ports(3)
+        self.smtp_port, self.https_port, self.plain_port, self.gate_port = free_ports(4)
         self.ca = TestCA(self.tmp / "ca")
         (self.tmp / "ca").chmod(0o755)
         keys = {}
