@@ -88,7 +88,7 @@ static void deliver(const struct serve_ctx *sc, const struct handoff_request *re
     if (max_in < cfg->max_message_size)
         max_in = UINT64_MAX;
     enum spool_status ss =
-        spool_from_fd(msg_fd, cfg->transport_state, max_in, &msg, err, sizeof(err));
+        spool_from_fd(msg_fd, cfg->transport_state, max_in, deadline, &msg, err, sizeof(err));
     if (ss != SPOOL_OK) {
         if (ss == SPOOL_TOO_BIG) {
             outcome_set(out, OUTCOME_BOUNCE, "5.3.4", "Message too big for system: %s", err);

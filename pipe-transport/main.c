@@ -119,8 +119,8 @@ int main(int argc, char **argv)
     uint64_t max_in = cfg->max_message_size + SIZE_SLACK;
     if (max_in < cfg->max_message_size)
         max_in = UINT64_MAX;
-    enum spool_status ss = spool_from_fd(STDIN_FILENO, cfg->transport_state, max_in, &msg, err,
-                                         sizeof(err));
+    enum spool_status ss = spool_from_fd(STDIN_FILENO, cfg->transport_state, max_in, deadline,
+                                         &msg, err, sizeof(err));
     if (ss == SPOOL_TOO_BIG) {
         outcome_set(&out, OUTCOME_BOUNCE, "5.3.4", "Message too big for system: %s", err);
         state_close(&state);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include <openssl/evp.h>
 
+#include "clock.h"
 #include "fdio.h"
 
 #define SPOOL_CHUNK (64 * 1024)
@@ -115,7 +117,8 @@ static int spool_push(struct spool_writer *w, const unsigned char *in, size_t n)
 }
 
 static enum spool_status spool_run(int in_fd, const void *data, size_t len, const char *dir,
-                                   uint64_t max_in, struct spool *s, char *err, size_t errlen)
+                                   uint64_t max_in, int64_t until_ms, struct spool *s, char *err,
+                                   size_t errlen)
 {
     struct spool_writer w = {.fd = -1};
     unsigned char *in = NULL;
@@ -148,8 +151,21 @@ static enum spool_status spool_run(int in_fd, const void *data, size_t len, cons
         }
     } else {
         for (;;) {
+            /* A writer that stalls (or never ends) costs at most the
+             * delivery's deadline, never a thread for ever. */
+            int64_t left = until_ms - (int64_t)clock_mono_ms();
+            struct pollfd pfd = {.fd = in_fd, .events = POLLIN};
+            int r = left > 0 ? poll(&pfd, 1, left > 60000 ? 60000 : (int)left) : 0;
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r == 0 && left > 60000)
+                continue;
+            if (r == 0) {
+                snprintf(err, errlen, "the message did not arrive before the deadline");
+                goto out;
+            }
             ssize_t n = read(in_fd, in, SPOOL_CHUNK);
-            if (n < 0 && errno == EINTR)
+            if (n < 0 && (errno == EINTR || errno == EAGAIN))
                 continue;
             if (n < 0) {
                 snprintf(err, errlen, "reading the message: %s", strerror(errno));
@@ -191,16 +207,16 @@ out:
     return st;
 }
 
-enum spool_status spool_from_fd(int in_fd, const char *dir, uint64_t max_in, struct spool *s,
-                                char *err, size_t errlen)
+enum spool_status spool_from_fd(int in_fd, const char *dir, uint64_t max_in, int64_t until_ms,
+                                struct spool *s, char *err, size_t errlen)
 {
-    return spool_run(in_fd, NULL, 0, dir, max_in, s, err, errlen);
+    return spool_run(in_fd, NULL, 0, dir, max_in, until_ms, s, err, errlen);
 }
 
 enum spool_status spool_from_bytes(const void *data, size_t len, const char *dir,
                                    struct spool *s, char *err, size_t errlen)
 {
-    return spool_run(-1, data, len, dir, UINT64_MAX, s, err, errlen);
+    return spool_run(-1, data, len, dir, UINT64_MAX, INT64_MAX, s, err, errlen);
 }
 
 long spool_read(const struct spool *s, uint64_t off, void *buf, size_t len)

@@ -51,10 +51,12 @@ enum spool_status { SPOOL_OK, SPOOL_ERROR, SPOOL_TOO_BIG };
 
 /* Reads in_fd to its end and converts it into a new unnamed file in dir (or
  * in /tmp when dir is NULL, "" or unusable). More than max_in bytes of input
- * give SPOOL_TOO_BIG (the rest is not read); an I/O error gives SPOOL_ERROR
- * with a message in err. On SPOOL_OK, s is set up; close it with spool_close. */
-enum spool_status spool_from_fd(int in_fd, const char *dir, uint64_t max_in, struct spool *s,
-                                char *err, size_t errlen);
+ * give SPOOL_TOO_BIG (the rest is not read); an I/O error, or input still not
+ * ended at until_ms (monotonic milliseconds, clock_mono_ms()), gives
+ * SPOOL_ERROR with a message in err. On SPOOL_OK, s is set up; close it with
+ * spool_close. */
+enum spool_status spool_from_fd(int in_fd, const char *dir, uint64_t max_in, int64_t until_ms,
+                                struct spool *s, char *err, size_t errlen);
 
 /* As spool_from_fd, from bytes in memory (tests and benchmarks). */
 enum spool_status spool_from_bytes(const void *data, size_t len, const char *dir,

@@ -1,4 +1,5 @@
 /* Tests for pipe-transport/spool.c: SMTP transparent form, bounded spooling. */
+#include "clock.h"
 #include "spool.h"
 #include "unit.h"
 
@@ -101,17 +102,35 @@ static void test_spool_limit(void)
     memset(big, 'a', sizeof(big));
     CHECK(write(p[1], big, sizeof(big)) == (ssize_t)sizeof(big));
     close(p[1]);
-    CHECK(spool_from_fd(p[0], NULL, 1000, &s, err, sizeof(err)) == SPOOL_TOO_BIG);
+    CHECK(spool_from_fd(p[0], NULL, 1000, INT64_MAX, &s, err, sizeof(err)) == SPOOL_TOO_BIG);
     CHECK(strstr(err, "1000") != NULL);
     close(p[0]);
 
     CHECK(pipe(p) == 0);
     CHECK(write(p[1], "a\nb", 3) == 3);
     close(p[1]);
-    CHECK(spool_from_fd(p[0], "/tmp", 3, &s, err, sizeof(err)) == SPOOL_OK);
+    CHECK(spool_from_fd(p[0], "/tmp", 3, INT64_MAX, &s, err, sizeof(err)) == SPOOL_OK);
     CHECK_INT(s.size, 6);
     spool_close(&s);
     close(p[0]);
+}
+
+/* A writer that sends part of the message and then stalls, its end still
+ * open, costs the reader its deadline, not a thread for ever. */
+static void test_spool_stalled_writer(void)
+{
+    int p[2];
+    char err[256];
+    struct spool s;
+    CHECK(pipe(p) == 0);
+    CHECK(write(p[1], "From: a\r\n", 9) == 9);
+    int64_t t0 = (int64_t)clock_mono_ms();
+    CHECK(spool_from_fd(p[0], NULL, 1000, t0 + 200, &s, err, sizeof(err)) == SPOOL_ERROR);
+    int64_t took = (int64_t)clock_mono_ms() - t0;
+    CHECKF(took >= 190 && took < 5000, "took %lld ms", (long long)took);
+    CHECK(strstr(err, "deadline") != NULL);
+    close(p[0]);
+    close(p[1]);
 }
 
 int main(void)
@@ -120,5 +139,6 @@ int main(void)
     UNIT_RUN(test_bound);
     UNIT_RUN(test_spool_file);
     UNIT_RUN(test_spool_limit);
+    UNIT_RUN(test_spool_stalled_writer);
     return unit_summary();
 }
