@@ -76,7 +76,7 @@ enum handoff_parse handoff_request_parse(char *buf, size_t len, struct handoff_r
         /* end is preceded by '\n', so every line before it has one. */
         *nl = '\0';
         const char *v;
-        if (strpbrk(line, "\r") != NULL || strlen(line) > ENVELOPE_ADDRESS_MAX + 8) {
+        if (strpbrk(line, "\r") != NULL) {
             snprintf(err, errlen, "bad line in the request");
             return HANDOFF_BAD;
         }
@@ -96,6 +96,12 @@ enum handoff_parse handoff_request_parse(char *buf, size_t len, struct handoff_r
             req->rcpts[req->nrcpts++] = v;
         } else {
             snprintf(err, errlen, "unexpected line in the request");
+            return HANDOFF_BAD;
+        }
+        /* What parses must format again: the same bound as value_ok(). */
+        if (strlen(v) > ENVELOPE_ADDRESS_MAX) {
+            snprintf(err, errlen, "value longer than %d bytes in the request",
+                     ENVELOPE_ADDRESS_MAX);
             return HANDOFF_BAD;
         }
         line = nl + 1;

@@ -7,6 +7,7 @@
 #include "unit.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -114,6 +115,21 @@ static void test_request_round_trip_and_limits(void)
     buf_free(&b);
     CHECK_INT(handoff_request_format("Q", "s", many, HANDOFF_MAX_RCPTS + 1, &b), -1);
     buf_free(&b);
+
+    /* A value one byte longer than format() writes is refused by parse()
+     * too, so what parses always formats back (found by the fuzz target). */
+    char over[ENVELOPE_ADDRESS_MAX + 2];
+    memset(over, 'a', ENVELOPE_ADDRESS_MAX + 1);
+    over[ENVELOPE_ADDRESS_MAX + 1] = '\0';
+    for (size_t i = 0; i < 2; i++) {
+        char text[ENVELOPE_ADDRESS_MAX + 100];
+        int n = snprintf(text, sizeof(text),
+                         "filtermail-handoff 1\nqueue Q\nsender %s\nrcpt %s\n.\n",
+                         i == 0 ? over : "s", i == 0 ? "r" : over);
+        err[0] = '\0';
+        CHECK_INT(handoff_request_parse(text, (size_t)n, req, err, sizeof(err)), HANDOFF_BAD);
+        CHECK(strstr(err, "longer than") != NULL);
+    }
     free(many);
     free(longest);
     free(req);
