@@ -2,9 +2,9 @@
  *
  * Signs with d=mail_domain, the relay's selector and key (chatmail's defaults:
  * selector "opendkim", /etc/dkimkeys/opendkim.private, PKCS#8 or traditional
- * PEM), relaxed/simple canonicalisation, rsa-sha256 (libopendkim) or
- * ed25519-sha256 (edsign.c: libopendkim 2.11 leaks Ed25519 signing keys) by
- * key type. It signs libopendkim's default header list plus Autocrypt, and
+ * PEM, decoded once at start-up), relaxed/simple canonicalisation,
+ * rsa-sha256 or ed25519-sha256 by key type, signed by dkimsig.c (which says
+ * why not libopendkim). It signs libopendkim's default header list plus Autocrypt, and
  * oversigns (signs one more instance than present, so none can be added) the
  * headers chatmail's OpenDKIM configuration oversigns plus Message-ID and
  * Content-Type: see DKIMSIGN_OVERSIGN.
@@ -29,7 +29,7 @@ struct dkimsign_test {
 
 /* Loads the private key from keyfile. Returns NULL with a message in err when
  * the key cannot be read or is unusable (not RSA or Ed25519, RSA under 1024
- * bits). test may be NULL. */
+ * or over 8192 bits). test may be NULL. */
 struct dkimsign *dkimsign_new(const char *keyfile, const char *selector, const char *domain,
                               const struct dkimsign_test *test, char *err, size_t errlen);
 void dkimsign_free(struct dkimsign **s);
@@ -37,7 +37,7 @@ void dkimsign_free(struct dkimsign **s);
 /* "rsa-sha256" or "ed25519-sha256". */
 const char *dkimsign_algorithm(const struct dkimsign *s);
 
-struct dkimsign_msg *dkimsign_msg_new(struct dkimsign *s, const char *id);
+struct dkimsign_msg *dkimsign_msg_new(struct dkimsign *s);
 void dkimsign_msg_free(struct dkimsign_msg **m);
 
 /* As in dkimcheck.h: one field without the final CRLF, end of headers, body. */

@@ -196,7 +196,7 @@ static enum mstatus cb_envfrom(struct msess *ctx, const char *from)
             c->failed = true;
         rejected_spool_begin(c->f->rejected, &c->spool);
     } else if (c->dir == ARMOR_OUTGOING && c->f->signer != NULL) {
-        c->ds = dkimsign_msg_new(c->f->signer, "milter");
+        c->ds = dkimsign_msg_new(c->f->signer);
         if (c->ds == NULL)
             c->failed = true;
     }

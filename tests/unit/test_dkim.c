@@ -412,7 +412,7 @@ static char *oursign(const char *keyfile, const char *selector, const struct dki
     CHECKF(s != NULL, "dkimsign_new: %s", err);
     if (s == NULL)
         abort();
-    struct dkimsign_msg *m = dkimsign_msg_new(s, "test");
+    struct dkimsign_msg *m = dkimsign_msg_new(s);
     const char *raw = base_msg;
     const char *body = strstr(raw, "\r\n\r\n") + 4;
     for (const char *p = raw; p < body - 2;) {
@@ -444,12 +444,12 @@ static char *oursign(const char *keyfile, const char *selector, const struct dki
 /* The Ed25519 signature value for a body fed in chunks of chunk bytes (0:
  * whole), at a fixed time: Ed25519 is deterministic, so equal input gives an
  * equal value. */
-static void edsign_value(const char *body, size_t chunk, char *value, size_t vlen)
+static void dkimsig_value(const char *body, size_t chunk, char *value, size_t vlen)
 {
     char err[256];
     struct dkimsign_test t = {.fixed_time = 1796000000};
     struct dkimsign *s = dkimsign_new(path("ed.pem"), "ed", "example.test", &t, err, sizeof(err));
-    struct dkimsign_msg *m = dkimsign_msg_new(s, "test");
+    struct dkimsign_msg *m = dkimsign_msg_new(s);
     const char *h[] = {"From: Alice <alice@example.test>", "To: bob@example.org",
                        "Subject:   folded\r\n\t  subject  ", "X-Unsigned: x"};
     for (size_t i = 0; i < 4; i++)
@@ -469,7 +469,7 @@ static void edsign_value(const char *body, size_t chunk, char *value, size_t vle
 /* edsign's simple body canonicalisation: trailing empty lines do not count, a
  * missing final CRLF is added, an empty body is one CRLF; chunking does not
  * matter, bare CRs are content. */
-static void test_edsign_canonical(void)
+static void test_dkimsig_canonical(void)
 {
     char a[4096], b[4096];
     static const char *const same[][2] = {
@@ -480,8 +480,8 @@ static void test_edsign_canonical(void)
         {"a\r\n\r\nb\r\n", "a\r\n\r\nb\r\n\r\n"},
     };
     for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
-        edsign_value(same[i][0], 0, a, sizeof(a));
-        edsign_value(same[i][1], 1, b, sizeof(b));
+        dkimsig_value(same[i][0], 0, a, sizeof(a));
+        dkimsig_value(same[i][1], 1, b, sizeof(b));
         CHECKF(strcmp(a, b) == 0, "case %zu differs", i);
     }
     static const char *const differ[][2] = {
@@ -490,15 +490,15 @@ static void test_edsign_canonical(void)
         {"a\r\n", " a\r\n"},
     };
     for (size_t i = 0; i < sizeof(differ) / sizeof(differ[0]); i++) {
-        edsign_value(differ[i][0], 0, a, sizeof(a));
-        edsign_value(differ[i][1], 3, b, sizeof(b));
+        dkimsig_value(differ[i][0], 0, a, sizeof(a));
+        dkimsig_value(differ[i][1], 3, b, sizeof(b));
         CHECKF(strcmp(a, b) != 0, "case %zu is equal", i);
     }
     /* Every chunk size gives the same signature. */
     const char *body = "first\r\n.dot\r\n\r\nlast\r\r\n\r\n";
-    edsign_value(body, 0, a, sizeof(a));
+    dkimsig_value(body, 0, a, sizeof(a));
     for (size_t c = 1; c < 8; c++) {
-        edsign_value(body, c, b, sizeof(b));
+        dkimsig_value(body, c, b, sizeof(b));
         CHECKF(strcmp(a, b) == 0, "chunk %zu", c);
     }
     /* Folded for libmilter: LF + TAB, no line over 78 columns. */
@@ -542,7 +542,7 @@ static void test_signer(void)
     free(m2);
     free(m);
 
-    /* Ed25519 (edsign.c): verifies here and in python3-dkim, oversigned. */
+    /* Ed25519 (dkimsig.c): verifies here and in python3-dkim, oversigned. */
     m = oursign(path("ed.pem"), "ed", NULL, &len);
     CHECK(strstr(m, "a=ed25519-sha256") != NULL);
     CHECK(check_raw(m, len, "example.test", 1, 1, why, sizeof(why)) == ORIGIN_PASS);
@@ -720,7 +720,7 @@ int main(void)
     UNIT_RUN(test_keys);
     UNIT_RUN(test_malformed_selector);
     UNIT_RUN(test_signer);
-    UNIT_RUN(test_edsign_canonical);
+    UNIT_RUN(test_dkimsig_canonical);
     UNIT_RUN(test_max_signatures);
     UNIT_RUN(test_cache);
     UNIT_RUN(test_forged_signature_keeps_cached_key);

@@ -1,5 +1,5 @@
-/* edsign: ed25519-sha256 DKIM signing, see edsign.h. */
-#include "edsign.h"
+/* dkimsig: DKIM signing (rsa-sha256, ed25519-sha256), see dkimsig.h. */
+#include "dkimsig.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -17,8 +17,8 @@ struct field {
     bool used;          /* picked for the hash already */
 };
 
-struct edsign_msg {
-    const struct edsign_params *p;
+struct dkimsig_msg {
+    const struct dkimsig_params *p;
     EVP_MD_CTX *body;        /* SHA-256 of the canonical body */
     unsigned long empty;     /* CRLFs held back: trailing empty lines are dropped */
     bool cr;                 /* a CR held back, waiting for its LF */
@@ -29,31 +29,31 @@ struct edsign_msg {
     char error[128];
 };
 
-static void fail(struct edsign_msg *m, const char *why)
+static void fail(struct dkimsig_msg *m, const char *why)
 {
     if (!m->failed)
         snprintf(m->error, sizeof(m->error), "%s", why);
     m->failed = true;
 }
 
-struct edsign_msg *edsign_msg_new(const struct edsign_params *p)
+struct dkimsig_msg *dkimsig_msg_new(const struct dkimsig_params *p)
 {
-    struct edsign_msg *m = calloc(1, sizeof(*m));
+    struct dkimsig_msg *m = calloc(1, sizeof(*m));
     if (m == NULL)
         return NULL;
     m->p = p;
-    buf_init(&m->headers, EDSIGN_MAX_HEADERS);
+    buf_init(&m->headers, DKIMSIG_MAX_HEADERS);
     m->body = EVP_MD_CTX_new();
     if (m->body == NULL || EVP_DigestInit_ex(m->body, EVP_sha256(), NULL) != 1) {
-        edsign_msg_free(&m);
+        dkimsig_msg_free(&m);
         return NULL;
     }
     return m;
 }
 
-void edsign_msg_free(struct edsign_msg **mp)
+void dkimsig_msg_free(struct dkimsig_msg **mp)
 {
-    struct edsign_msg *m = *mp;
+    struct dkimsig_msg *m = *mp;
     if (m == NULL)
         return;
     EVP_MD_CTX_free(m->body);
@@ -70,7 +70,7 @@ static bool listed(const char *const *names, const char *name, size_t len)
     return false;
 }
 
-void edsign_header(struct edsign_msg *m, const char *field, size_t len)
+void dkimsig_header(struct dkimsig_msg *m, const char *field, size_t len)
 {
     const char *colon = memchr(field, ':', len);
     size_t nlen;
@@ -100,8 +100,8 @@ void edsign_header(struct edsign_msg *m, const char *field, size_t len)
 
 /* Simple body canonicalisation (RFC 6376 3.4.3) as the body streams: every
  * run of CRLFs is held back until more content follows, so the empty lines at
- * the end are never hashed; edsign_finish adds the final CRLF. */
-void edsign_body(struct edsign_msg *m, const void *data, size_t len)
+ * the end are never hashed; dkimsig_finish adds the final CRLF. */
+void dkimsig_body(struct dkimsig_msg *m, const void *data, size_t len)
 {
     const unsigned char *p = data, *end = p + len;
     static const char crlf[] = "\r\n";
@@ -189,19 +189,20 @@ static int add_tag(struct buf *v, size_t *col, const char *tag)
     return buf_puts(v, tag);
 }
 
-int edsign_finish(struct edsign_msg *m, char *value, size_t len)
+int dkimsig_finish(struct dkimsig_msg *m, char *value, size_t len)
 {
-    const struct edsign_params *p = m->p;
-    unsigned char bh[32], hh[32], sig[64];
+    const struct dkimsig_params *p = m->p;
+    unsigned char bh[32], hh[32], sig[DKIMSIG_MAX_SIG];
     unsigned int bhlen = 0, hhlen = 0;
-    char bh64[48], sig64[92], tag[512];
+    char bh64[48], sig64[4 * (DKIMSIG_MAX_SIG / 3 + 1) + 1], tag[512];
+    bool rsa = EVP_PKEY_get_base_id(p->key) == EVP_PKEY_RSA;
     struct buf h, v, data;
     size_t col = strlen("DKIM-Signature: "), siglen = sizeof(sig);
     int rc = -1;
 
     buf_init(&h, 8192);
     buf_init(&v, 16384);
-    buf_init(&data, EDSIGN_MAX_HEADERS + 16384);
+    buf_init(&data, DKIMSIG_MAX_HEADERS + 16384);
     if (m->failed)
         goto out;
     /* The body hash: held-back line ends dropped, one CRLF to finish. */
@@ -230,7 +231,7 @@ int edsign_finish(struct edsign_msg *m, char *value, size_t len)
 
     int bad = 0;
     bad |= add_tag(&v, &col, "v=1;");
-    bad |= add_tag(&v, &col, "a=ed25519-sha256;");
+    bad |= add_tag(&v, &col, rsa ? "a=rsa-sha256;" : "a=ed25519-sha256;");
     bad |= add_tag(&v, &col, "c=relaxed/simple;");
     snprintf(tag, sizeof(tag), "d=%s;", p->domain);
     bad |= add_tag(&v, &col, tag);
@@ -291,12 +292,17 @@ int edsign_finish(struct edsign_msg *m, char *value, size_t len)
         goto out;
     }
 
+    /* RSA signs the header data with SHA-256 (PKCS #1 v1.5); Ed25519 signs
+     * its SHA-256 hash with PureEdDSA (no digest of its own). */
     EVP_MD_CTX *c = EVP_MD_CTX_new();
-    if (c == NULL || EVP_Digest(data.data, data.len, hh, &hhlen, EVP_sha256(), NULL) != 1 ||
-        EVP_DigestSignInit(c, NULL, NULL, NULL, p->key) != 1 ||
-        EVP_DigestSign(c, sig, &siglen, hh, hhlen) != 1) {
+    if (EVP_PKEY_get_size(p->key) > (int)sizeof(sig) || c == NULL ||
+        (rsa ? EVP_DigestSignInit(c, NULL, EVP_sha256(), NULL, p->key) != 1 ||
+                   EVP_DigestSign(c, sig, &siglen, (const unsigned char *)data.data, data.len) != 1
+             : EVP_Digest(data.data, data.len, hh, &hhlen, EVP_sha256(), NULL) != 1 ||
+                   EVP_DigestSignInit(c, NULL, NULL, NULL, p->key) != 1 ||
+                   EVP_DigestSign(c, sig, &siglen, hh, hhlen) != 1)) {
         EVP_MD_CTX_free(c);
-        fail(m, "Ed25519 signing failed");
+        fail(m, rsa ? "RSA signing failed" : "Ed25519 signing failed");
         goto out;
     }
     EVP_MD_CTX_free(c);
