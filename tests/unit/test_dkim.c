@@ -466,7 +466,7 @@ static void dkimsig_value(const char *body, size_t chunk, char *value, size_t vl
     dkimsign_free(&s);
 }
 
-/* edsign's simple body canonicalisation: trailing empty lines do not count, a
+/* dkimsig's simple body canonicalisation: trailing empty lines do not count, a
  * missing final CRLF is added, an empty body is one CRLF; chunking does not
  * matter, bare CRs are content. */
 static void test_dkimsig_canonical(void)
