@@ -106,6 +106,8 @@ static const struct config_key config_keys[] = {
     K("filtermail_transport_https_timeout", CT_U32_NONZERO, transport_https_timeout, "60"),
     K("filtermail_transport_deadline", CT_U32_NONZERO, transport_deadline, "600"),
     K("filtermail_transport_down_time", CT_U32_NONZERO, transport_down_time, "300"),
+    K("filtermail_transport_destination_concurrency", CT_U32_NONZERO,
+      transport_destination_concurrency, "20"),
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))

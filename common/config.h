@@ -91,6 +91,7 @@ struct config {
     uint32_t transport_https_timeout;        /* filtermail_transport_https_timeout, s: 60 */
     uint32_t transport_deadline;             /* filtermail_transport_deadline, s: 600 */
     uint32_t transport_down_time;            /* filtermail_transport_down_time, s: 300 */
+    uint32_t transport_destination_concurrency; /* ..._destination_concurrency: 20 */
 
     atomic_uint refs; /* private: config_ref(), config_free() */
 };

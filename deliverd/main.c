@@ -48,6 +48,8 @@
 /* Deliveries at once (master.cf's maxproc is 100). More wait in the
  * listen backlog. */
 #define MAX_DELIVERIES 256
+/* Every domain in the limit's table has a delivery thread. */
+_Static_assert(DESTLIMIT_SLOTS >= MAX_DELIVERIES, "destlimit's table fits every delivery");
 #define THREAD_STACK (512 * 1024)
 
 static struct serve_ctx sc;
@@ -215,6 +217,9 @@ int main(int argc, char **argv)
     sc.batcher = batcher_new();
     if (sc.batcher == NULL)
         log_warn(TARGET, "out of memory for batches: every delivery goes alone");
+    sc.limit = destlimit_new(cfg->transport_destination_concurrency);
+    if (sc.limit == NULL)
+        log_warn(TARGET, "out of memory for the limit per domain: deliveries go unlimited");
     pthread_t acceptor;
     if (pthread_create(&acceptor, NULL, accept_thread, &lsn.fd) != 0) {
         fprintf(stderr, "Server error: cannot start the accept thread\n");

@@ -12,6 +12,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "deliver.h"
+#include "destlimit.h"
 #include "envelope.h"
 #include "handoff.h"
 #include "handoffio.h"
@@ -57,6 +58,42 @@ static struct batch *join(const struct serve_ctx *sc, const struct handoff_reque
     key.size = msg->size;
     memcpy(key.digest, msg->digest, sizeof(key.digest));
     return batch_join(sc->batcher, &key, req->rcpts[0], leader_r);
+}
+
+/* A place among the deliveries to env's domain (destlimit.h); false, with
+ * the outcome set and settled, when the deadline passed first. *held_r:
+ * whether there is a place to give back. */
+static bool take_place(const struct serve_ctx *sc, const struct deliver_ctx *ctx,
+                       const struct envelope *env, bool *held_r, struct outcome *out,
+                       struct deliver_report *rep)
+{
+    *held_r = false;
+    if (sc->limit == NULL)
+        return true;
+    enum destlimit_result lr = destlimit_acquire(sc->limit, env->domain, ctx->deadline);
+    if (lr == DESTLIMIT_DEADLINE) {
+        memset(rep, 0, sizeof(*rep));
+        snprintf(rep->relay, sizeof(rep->relay), "none");
+        outcome_set(out, OUTCOME_TEMPFAIL, "4.4.7",
+                    "delivery deadline of %u s reached while %u deliveries to %s were under way",
+                    (unsigned)sc->cfg->transport_deadline,
+                    (unsigned)sc->cfg->transport_destination_concurrency, env->domain);
+        if (ctx->settled != NULL)
+            ctx->settled(out);
+        return false;
+    }
+    if (lr == DESTLIMIT_WAITED)
+        log_debug(TARGET, "%s: waited for one of the %u deliveries at once to %s", ctx->queue_id,
+                  (unsigned)sc->cfg->transport_destination_concurrency, env->domain);
+    *held_r = lr != DESTLIMIT_UNLIMITED;
+    return true;
+}
+
+static void give_place(const struct serve_ctx *sc, const struct envelope *env, bool *held)
+{
+    if (*held)
+        destlimit_release(sc->limit, env->domain);
+    *held = false;
 }
 
 static void deliver(const struct serve_ctx *sc, const struct handoff_request *req, int msg_fd,
@@ -115,18 +152,23 @@ static void deliver(const struct serve_ctx *sc, const struct handoff_request *re
     };
     struct deliver_report rep;
     uint64_t t0 = clock_mono_ns();
-    bool leader = false, done = false;
+    bool leader = false, done = false, held = false;
     struct batch *bt = join(sc, req, &env, &msg, &leader);
     if (bt != NULL && leader) {
+        /* The place first: recipients that come meanwhile join the batch. */
+        ctx.settled = NULL;
+        bool placed = take_place(sc, &ctx, &env, &held, out, &rep);
         size_t n;
         const char *const *rcpts = batch_close(sc->batcher, bt, deadline, &n);
         struct envelope all;
-        if (n == 1) {
+        if (!placed) {
+            /* out says why; the members try alone, within their deadline. */
+        } else if (n == 1) {
             /* Alone: as without batches, answered as soon as settled. */
+            ctx.settled = reply;
             deliver_run(&ctx, &env, &msg, out, &rep);
             done = true;
         } else if (envelope_check(req->sender, rcpts, n, &all, err, sizeof(err)) == ENVELOPE_OK) {
-            ctx.settled = NULL;
             deliver_run(&ctx, &all, &msg, out, &rep);
             log_debug(TARGET, "%s: %zu recipients at %s together: %s", req->queue_id, n,
                       env.domain, out->cls == OUTCOME_DELIVERED ? "delivered" : out->text);
@@ -135,7 +177,9 @@ static void deliver(const struct serve_ctx *sc, const struct handoff_request *re
             outcome_set(out, OUTCOME_TEMPFAIL, "4.3.0", "%s", err);
             memset(&rep, 0, sizeof(rep));
         }
+        give_place(sc, &env, &held);
         batch_finish(sc->batcher, bt, out, &rep);
+        done = done || !placed;
     } else if (bt != NULL) {
         if (batch_wait(sc->batcher, bt, deadline, out, &rep) < 0) {
             outcome_set(out, OUTCOME_TEMPFAIL, "4.4.7", "delivery deadline of %u s reached",
@@ -153,7 +197,9 @@ static void deliver(const struct serve_ctx *sc, const struct handoff_request *re
      * its own exact outcome. */
     if (!done) {
         ctx.settled = reply;
-        deliver_run(&ctx, &env, &msg, out, &rep);
+        if (take_place(sc, &ctx, &env, &held, out, &rep))
+            deliver_run(&ctx, &env, &msg, out, &rep);
+        give_place(sc, &env, &held);
     }
     char summary[2048];
     deliver_summary(&env, &rep, clock_elapsed_s(t0), msg.size, out, summary, sizeof(summary));

@@ -6,7 +6,9 @@
  * their TTL) and answers with the outcome as soon as it is settled, before
  * the shared state is updated. Logs the delivery's line as
  * filtermail-transport does. Deliveries of one message to one domain that
- * arrive together go out together (batch.h).
+ * arrive together go out together (batch.h); at most
+ * filtermail_transport_destination_concurrency go to one domain at once
+ * (destlimit.h).
  *
  * Thread-safe: any number of connections at once, one thread each.
  */
@@ -15,6 +17,7 @@
 
 #include "config.h"
 #include "batch.h"
+#include "destlimit.h"
 #include "dns.h"
 #include "tlspolicy.h"
 
@@ -26,6 +29,7 @@ struct serve_ctx {
     struct dns_resolver *dns;
     const struct tls_policy_table *policy; /* NULL: no exceptions */
     struct batcher *batcher;               /* NULL: every delivery alone */
+    struct destlimit *limit;               /* NULL: no limit per domain */
 };
 
 /* Serves the connection conn and closes it. */

@@ -979,6 +979,42 @@ def test_deliverd_fan_out_batches_with_exact_status_per_recipient():
     new_log()
 
 
+def test_deliverd_limits_deliveries_at_once_per_domain():
+    """filtermail_transport_destination_concurrency = 2, three deliveries at
+    once to one relay that answers after 6 s: at most two POSTs reach it at a
+    time, the third waits its turn (logged) and all three are delivered."""
+    sock = T.tmp / "deliverd-limit.sock"
+    ini = write_ini("deliverd-limit", filtermail_user="nobody", filtermail_socket_group="nogroup",
+                    filtermail_transport_socket=f"unix:{sock}",
+                    filtermail_transport_destination_concurrency="2",
+                    filtermail_transport_https_timeout="30")
+    daemon = start_deliverd(ini, sock)
+    try:
+        new_log()
+        T.backend.take_most()
+        data, _ = message()
+        procs = []
+        for i in range(3):
+            p = subprocess.Popen([str(CLIENT), str(ini), "-q", f"4LIM{i}", "-f", SENDER, "--",
+                                  f"u{i}@{d('slow')}"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, user=NOBODY,
+                                 group=NOBODY, extra_groups=[], cwd="/")
+            p.stdin.write(data)
+            p.stdin.close()
+            procs.append(p)
+        outs = [(p.wait(60), p.stdout.read().decode()) for p in procs]
+        for rc, out in outs:
+            assert rc == 0 and out.startswith("delivered via HTTPS"), outs
+        assert T.backend.take_most() == 2
+        log = new_log()
+        assert len(re.findall(r"waited for one of the 2 deliveries at once to "
+                              r"slow\.remote\.test", log)) == 1, log
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+    backend_requests()
+
+
 def test_deliverd_gone_mid_delivery_defers():
     """The daemon killed while a delivery waits for the relay's answer: the
     client says 4.3.0 and exits 75 (deferred, retried later), never a

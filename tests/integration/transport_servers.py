@@ -140,11 +140,13 @@ http {{
 
 class Backend:
     """What nginx passes /mxdeliv to: records every request (headers, body)
-    and answers 200 "250 OK", after a pause for X-Test-Mode: slow."""
+    and answers 200 "250 OK", after a pause for X-Test-Mode: slow. most: the
+    most requests it had under way at once since take_most()."""
 
     def __init__(self, slow_seconds=5):
         self.received = []
         self.lock = threading.Lock()
+        self.running = self.most = 0
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -157,9 +159,13 @@ class Backend:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
                 mode = self.headers.get("X-Test-Mode", "ok")
+                with owner.lock:
+                    owner.running += 1
+                    owner.most = max(owner.most, owner.running)
                 if mode == "slow":
                     time.sleep(slow_seconds)
                 with owner.lock:
+                    owner.running -= 1
                     owner.received.append({"headers": [(k.lower(), v) for k, v in self.headers.items()],
                                            "body": body,
                                            "mode": mode})
@@ -177,6 +183,11 @@ class Backend:
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    def take_most(self):
+        with self.lock:
+            most, self.most = self.most, self.running
+        return most
 
     def take(self):
         with self.lock:

@@ -85,6 +85,7 @@ static void test_defaults(void)
     CHECK_INT(c->transport_https_timeout, 60);
     CHECK_INT(c->transport_deadline, 600);
     CHECK_INT(c->transport_down_time, 300);
+    CHECK_INT(c->transport_destination_concurrency, 20);
     config_free(&c);
     CHECK(c == NULL);
 }
@@ -191,7 +192,8 @@ static void test_transport_keys(void)
                                 "filtermail_transport_io_timeout = 6\n"
                                 "filtermail_transport_https_timeout = 7\n"
                                 "filtermail_transport_deadline = 8\n"
-                                "filtermail_transport_down_time = 9\n");
+                                "filtermail_transport_down_time = 9\n"
+                                "filtermail_transport_destination_concurrency = 4\n");
     if (c == NULL)
         return;
     CHECK_INT(c->transport_smtp_port, 2525);
@@ -205,6 +207,7 @@ static void test_transport_keys(void)
     CHECK_INT(c->transport_https_timeout, 7);
     CHECK_INT(c->transport_deadline, 8);
     CHECK_INT(c->transport_down_time, 9);
+    CHECK_INT(c->transport_destination_concurrency, 4);
     config_free(&c);
     c = parse_ok("[params]\nmail_domain = x\nfiltermail_transport_log = stderr\n");
     if (c != NULL)
@@ -220,6 +223,8 @@ static void test_transport_keys(void)
               "filtermail_transport_log");
     parse_err("[params]\nmail_domain = x\nfiltermail_transport_deadline = 0\n",
               "filtermail_transport_deadline");
+    parse_err("[params]\nmail_domain = x\nfiltermail_transport_destination_concurrency = 0\n",
+              "filtermail_transport_destination_concurrency");
     parse_err("[params]\nmail_domain = x\nfiltermail_transport_connect_timeout = 1s\n",
               "filtermail_transport_connect_timeout");
 }
