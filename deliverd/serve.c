@@ -26,6 +26,13 @@
 #define SIZE_SLACK (256 * 1024)
 /* How long the answer may take to leave once the delivery has ended. */
 #define REPLY_WAIT_MS 10000
+/* How long past its own deadline a batch member waits for the batch. The
+ * leader came first, so its deadline is the earlier one and its delivery
+ * keeps to it, but its last steps may run a moment over; a member that gave
+ * up then would be deferred while the batch delivered it, and get a second
+ * copy on the retry. The client waits 10 s past the deadline
+ * (transport-client/main.c), so the member still answers first. */
+#define MEMBER_GRACE_MS 5000
 
 /* deliver_run's settled hook has no argument: the connection it answers on
  * is the thread's own. */
@@ -181,7 +188,7 @@ static void deliver(const struct serve_ctx *sc, const struct handoff_request *re
         batch_finish(sc->batcher, bt, out, &rep);
         done = done || !placed;
     } else if (bt != NULL) {
-        if (batch_wait(sc->batcher, bt, deadline, out, &rep) < 0) {
+        if (batch_wait(sc->batcher, bt, deadline + MEMBER_GRACE_MS, out, &rep) < 0) {
             outcome_set(out, OUTCOME_TEMPFAIL, "4.4.7", "delivery deadline of %u s reached",
                         (unsigned)cfg->transport_deadline);
             snprintf(rep.relay, sizeof(rep.relay), "none");
