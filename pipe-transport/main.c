@@ -16,7 +16,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,9 +46,6 @@
 /* Headroom over max_message_size for what Postfix adds (Received:). */
 #define SIZE_SLACK (256 * 1024)
 
-/* The alarm that backs the internal deadline, should a wait overrun it. */
-#define DEADLINE_GRACE 15
-
 /* At debug level: the process's peak and private memory, for operators and
  * the benchmark (shared library pages count in the peak, not in RssAnon). */
 static void log_memory(const char *queue_id)
@@ -77,20 +73,8 @@ int main(int argc, char **argv)
     struct config *cfg = NULL;
     char err[1024];
 
-    signal(SIGPIPE, SIG_IGN);
-    /* The result line must not be lost to buffering or mixed with logs. */
-    int result_fd = pipeout_init();
-    /* Until the configuration is read, the longest a delivery may take. */
-    deadline_start(result_fd, 1000 - DEADLINE_GRACE);
-
-    if (invocation_parse(argc, argv, &a) < 0)
-        pipeout_fail("4.3.5", "usage: filtermail-transport CONFIG [-q QUEUE_ID] -f SENDER -- "
-                          "RECIPIENT... (check the transport's argv in master.cf)");
-    if (geteuid() == 0)
-        pipeout_fail("4.3.5", "filtermail-transport refuses to run as root (set user= in master.cf)");
-    if (config_load(a.config, &cfg, err, sizeof(err)) < 0)
-        pipeout_fail("4.3.5", "Failed to read config: %s", err);
-    deadline_start(result_fd, cfg->transport_deadline + DEADLINE_GRACE);
+    int result_fd = pipeout_start(argc, argv, "filtermail-transport", &a, &cfg);
+    deadline_start(result_fd, cfg->transport_deadline + PIPEOUT_DEADLINE_GRACE);
     int64_t deadline = (int64_t)clock_mono_ms() + (int64_t)cfg->transport_deadline * 1000;
     if (pipeout_log_sink(cfg->transport_log, err, sizeof(err)) < 0)
         pipeout_fail("4.3.5", "%s", err);

@@ -3,12 +3,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "deadline.h"
 #include "fdio.h"
 #include "log.h"
 
@@ -68,4 +70,24 @@ int pipeout_log_sink(const char *sink, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+int pipeout_start(int argc, char **argv, const char *prog, struct invocation *a,
+                  struct config **cfg_r)
+{
+    char err[1024];
+    signal(SIGPIPE, SIG_IGN);
+    /* The result line must not be lost to buffering or mixed with logs. */
+    int fd = pipeout_init();
+    /* Until the configuration is read, the longest a delivery may take. */
+    deadline_start(fd, 1000 - PIPEOUT_DEADLINE_GRACE);
+    if (invocation_parse(argc, argv, a) < 0)
+        pipeout_fail("4.3.5", "usage: %s CONFIG [-q QUEUE_ID] -f SENDER -- RECIPIENT... "
+                              "(check the transport's argv in master.cf)", prog);
+    if (geteuid() == 0)
+        pipeout_fail("4.3.5", "%s refuses to run as root (set user= in master.cf)", prog);
+    *cfg_r = NULL;
+    if (config_load(a->config, cfg_r, err, sizeof(err)) < 0)
+        pipeout_fail("4.3.5", "Failed to read config: %s", err);
+    return fd;
 }

@@ -14,7 +14,12 @@
 #include <stddef.h>
 #include <stdnoreturn.h>
 
+#include "config.h"
 #include "dsn.h"
+#include "invocation.h"
+
+/* Seconds the alarm (deadline.h) gives a deadline before it fires. */
+#define PIPEOUT_DEADLINE_GRACE 15
 
 /* Keeps a close-on-exec copy of stdout for the result line; returns it. */
 int pipeout_init(void);
@@ -28,6 +33,15 @@ noreturn void pipeout_exit(const struct outcome *o);
 /* A temporary failure (exit 75) with dsn and printf-formatted text. */
 noreturn void pipeout_fail(const char *dsn, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* The start every pipe(8) program of ours shares: SIGPIPE ignored, the
+ * result line's copy of stdout (returned), the alarm at the longest any
+ * delivery may take, argv read into *a, refusal to run as root, the
+ * configuration loaded into *cfg_r. Each failure ends the process with its
+ * 4.3.5 line, naming prog; the caller sets the alarm by the configuration's
+ * deadline next (deadline_start). */
+int pipeout_start(int argc, char **argv, const char *prog, struct invocation *a,
+                  struct config **cfg_r);
 
 /* Points log lines at sink: "syslog" (ident filtermail-transport, as
  * operators' log rules expect), "stderr" (left as it is) or a file, appended

@@ -16,7 +16,6 @@
  * 4.4.7 with exit 75: Postfix tries again later.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +35,6 @@
 /* The daemon ends a delivery at filtermail_transport_deadline and answers;
  * this process waits a little longer, so the daemon's answer wins. */
 #define CLIENT_GRACE 10
-/* The alarm that backs the wait, should it overrun. */
-#define DEADLINE_GRACE 15
 
 int main(int argc, char **argv)
 {
@@ -46,20 +43,9 @@ int main(int argc, char **argv)
     struct listener_addr la;
     char err[1024];
 
-    signal(SIGPIPE, SIG_IGN);
-    int result_fd = pipeout_init();
-    deadline_start(result_fd, 1000 - DEADLINE_GRACE);
-
-    if (invocation_parse(argc, argv, &a) < 0)
-        pipeout_fail("4.3.5", "usage: filtermail-transport-client CONFIG [-q QUEUE_ID] -f SENDER -- "
-                          "RECIPIENT... (check the transport's argv in master.cf)");
-    if (geteuid() == 0)
-        pipeout_fail("4.3.5",
-                 "filtermail-transport-client refuses to run as root (set user= in master.cf)");
-    if (config_load(a.config, &cfg, err, sizeof(err)) < 0)
-        pipeout_fail("4.3.5", "Failed to read config: %s", err);
+    int result_fd = pipeout_start(argc, argv, "filtermail-transport-client", &a, &cfg);
     unsigned wait_s = cfg->transport_deadline + CLIENT_GRACE;
-    deadline_start(result_fd, wait_s + DEADLINE_GRACE);
+    deadline_start(result_fd, wait_s + PIPEOUT_DEADLINE_GRACE);
     int64_t until = (int64_t)clock_mono_ms() + (int64_t)wait_s * 1000;
     if (listener_parse(cfg->transport_socket, &la, err, sizeof(err)) < 0 || !la.is_unix)
         pipeout_fail("4.3.5", "filtermail_transport_socket must be a unix socket");
