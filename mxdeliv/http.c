@@ -169,6 +169,34 @@ static void read_envelope(struct MHD_Connection *c, struct req *r)
 
 /* The first call, with the headers in: method, envelope, declared size,
  * then the SMTP session up to DATA. */
+/* The request's SMTP session, up to the server's 354 to DATA: a kept one
+ * when there is one, a new one otherwise. A kept session that ended or broke
+ * (421, or an I/O error of ours) before DATA gets one new session in its
+ * place: nothing of the request was accepted yet (no final dot), so it is
+ * safe, and the sending relay does not pay for an idle connection Postfix
+ * closed. A refusal by the server is the answer either way. 0, or -1 with
+ * r->reply. */
+static int start_session(const struct http_context *ctx, struct req *r)
+{
+    r->smtp = reinject_pool_take(ctx->pool, &r->smtp_cfg);
+    if (r->smtp != NULL) {
+        if (reinject_envelope(r->smtp, r->env.sender, r->env.rcpts, r->env.nrcpts, &r->reply) ==
+            0)
+            return 0;
+        reinject_close(&r->smtp);
+        if (r->reply.code != 421 && strncmp(r->reply.text, "451 I/O error", 13) != 0)
+            return -1;
+        log_debug(TARGET, "(HTTP) a kept SMTP session failed (%s %s); opening a new one",
+                  r->reply.text, r->reply.detail);
+    }
+    if (reinject_open(&r->smtp_cfg, &r->smtp, &r->reply) < 0 ||
+        reinject_envelope(r->smtp, r->env.sender, r->env.rcpts, r->env.nrcpts, &r->reply) < 0) {
+        reinject_close(&r->smtp);
+        return -1;
+    }
+    return 0;
+}
+
 static enum MHD_Result on_headers(struct MHD_Connection *c, const struct http_context *ctx,
                                   struct req *r, const char *method)
 {
@@ -209,11 +237,8 @@ static enum MHD_Result on_headers(struct MHD_Connection *c, const struct http_co
                                            .port = r->cfg->postfix_reinject_port_incoming,
                                            .helo = ctx->helo,
                                            .timeout_ms = HTTP_SMTP_TIMEOUT_MS};
-    if (reinject_open(&r->smtp_cfg, &r->smtp, &r->reply) < 0 ||
-        reinject_envelope(r->smtp, r->env.sender, r->env.rcpts, r->env.nrcpts, &r->reply) < 0) {
-        reinject_close(&r->smtp);
+    if (start_session(ctx, r) < 0)
         return answer_reply(c, r, r->reply.text, r->reply.detail);
-    }
     return MHD_YES;
 }
 
@@ -271,7 +296,8 @@ static enum MHD_Result on_body(struct MHD_Connection *c, struct req *r, const ch
 }
 
 /* The body is complete: the verdict. */
-static enum MHD_Result on_end(struct MHD_Connection *c, struct req *r)
+static enum MHD_Result on_end(struct MHD_Connection *c, const struct http_context *ctx,
+                              struct req *r)
 {
     switch (request_body_finish(&r->body)) {
     case REQUEST_BODY_TOO_BIG:
@@ -295,7 +321,7 @@ static enum MHD_Result on_end(struct MHD_Connection *c, struct req *r)
         reinject_close(&r->smtp);
         return answer_reply(c, r, r->reply.text, r->reply.detail);
     }
-    reinject_close(&r->smtp);
+    reinject_pool_put(ctx->pool, &r->smtp);
     log_accepted(r);
     return answer(c, r, MHD_HTTP_OK, REQUEST_REPLY_OK);
 }
@@ -331,7 +357,7 @@ enum MHD_Result http_on_request(void *cls, struct MHD_Connection *c, const char 
         *upload_size = 0;
         return on_body(c, r, upload, n);
     }
-    return on_end(c, r);
+    return on_end(c, ctx, r);
 }
 
 static const char *termination(enum MHD_RequestTerminationCode why)

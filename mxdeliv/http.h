@@ -32,6 +32,7 @@
 #include <microhttpd.h>
 
 #include "config.h"
+#include "reinject.h"
 
 /* The longest a request's body may take to arrive, in seconds. */
 #define HTTP_REQUEST_DEADLINE 600
@@ -42,6 +43,7 @@
 struct http_context {
     struct config_live *live;        /* the running configuration */
     char helo[INET6_ADDRSTRLEN + 8]; /* our name towards Postfix */
+    struct reinject_pool *pool;      /* SMTP sessions kept between requests */
 };
 
 /* The MHD_AccessHandlerCallback (cls: the context). */

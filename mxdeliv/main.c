@@ -130,6 +130,7 @@ int main(int argc, char **argv)
     }
 
     reinject_helo_name(cfg->filtermail_host, ctx.helo, sizeof(ctx.helo));
+    ctx.pool = reinject_pool_new(); /* NULL: nothing is kept */
 
     /* filtermail_host is an IP address (checked at load). */
     if (listener_addr_inet(cfg->filtermail_host, cfg->filtermail_http_port_incoming, &laddr, err,
@@ -175,6 +176,7 @@ int main(int argc, char **argv)
     }
     sdnotify_stopping();
     MHD_stop_daemon(d);
+    reinject_pool_free(&ctx.pool);
     config_live_free(&ctx.live);
     return 0;
 }

@@ -7,6 +7,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,9 +31,14 @@ static const struct smtp_reply_limits reply_limits = {
 
 struct reinject {
     struct conn c;
-    const struct reinject_config *cfg;
+    char host[256];  /* where it is connected: cfg's host and port */
+    uint16_t port;
+    int session_ms;  /* each use's deadline, from its start */
     bool pipelining;
     bool broken;  /* a failure happened: only close is allowed */
+    bool idle;    /* between transactions: QUIT may be said, the session kept */
+    unsigned messages;  /* accepted on this session */
+    int64_t opened_ms, idle_since_ms;
     char last[2]; /* the last two data bytes written */
     size_t data_len;
     struct smtp_reply_parser parser;
@@ -131,9 +138,14 @@ void reinject_helo_name(const char *ip, char *out, size_t outlen)
     snprintf(out, outlen, strchr(ip, ':') != NULL ? "[IPv6:%s]" : "[%s]", ip);
 }
 
+static int session_ms(const struct reinject_config *cfg)
+{
+    return cfg->session_ms > 0 ? cfg->session_ms : REINJECT_SESSION_MS;
+}
+
 static int64_t session_deadline(const struct reinject_config *cfg)
 {
-    return (int64_t)clock_mono_ms() + (cfg->session_ms > 0 ? cfg->session_ms : REINJECT_SESSION_MS);
+    return (int64_t)clock_mono_ms() + session_ms(cfg);
 }
 
 /* The session on a connected socket, within the session's deadline. */
@@ -153,7 +165,10 @@ static int open_session(int fd, int64_t deadline, const struct reinject_config *
         return -1;
     }
     conn_init(&r->c, fd, cfg->timeout_ms, deadline);
-    r->cfg = cfg;
+    snprintf(r->host, sizeof(r->host), "%s", cfg->host != NULL ? cfg->host : "");
+    r->port = cfg->port;
+    r->session_ms = session_ms(cfg);
+    r->opened_ms = (int64_t)clock_mono_ms();
     smtp_reply_parser_init(&r->parser, &reply_limits);
     flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
@@ -177,6 +192,7 @@ static int open_session(int fd, int64_t deadline, const struct reinject_config *
         return -1;
     }
     r->pipelining = reply->pipelining;
+    r->idle = true;
     *r_r = r;
     return 0;
 }
@@ -247,11 +263,14 @@ int reinject_envelope(struct reinject *r, const char *sender, char *const *rcpts
     size_t done = 0; /* recipients whose replies were read */
     int len;
 
-    if (r->broken || n == 0) {
+    if (r->broken || !r->idle || n == 0) {
         set_reply(reply, 451, "451 I/O error",
-                  "envelope on a broken session or without recipients");
+                  "envelope on a broken or busy session, or without recipients");
         return -1;
     }
+    r->idle = false;
+    r->data_len = 0;
+    r->last[0] = r->last[1] = '\0';
     if (!path_ok(sender)) {
         set_reply(reply, 501, "501 Invalid address", "sender");
         r->broken = true;
@@ -328,10 +347,8 @@ int reinject_write(struct reinject *r, const char *p, size_t n, struct reinject_
 
 int reinject_finish(struct reinject *r, struct reinject_reply *reply)
 {
-    struct reinject_reply quit;
-
-    if (r->broken) {
-        set_reply(reply, 451, "451 I/O error", "end of data on a broken session");
+    if (r->broken || r->idle) {
+        set_reply(reply, 451, "451 I/O error", "end of data on a broken or idle session");
         return -1;
     }
     /* The body check guarantees data ending in CRLF; a final dot after
@@ -344,18 +361,114 @@ int reinject_finish(struct reinject *r, struct reinject_reply *reply)
     if (put(r, ".\r\n", 3, reply, "end of data") < 0 || flush(r, reply, "end of data") < 0 ||
         expect(r, reply, "end of data", 200, 299) < 0)
         return -1;
-    /* The message is queued; QUIT is a courtesy whose failure changes nothing. */
-    if (put(r, "QUIT\r\n", 6, &quit, "QUIT") == 0 && flush(r, &quit, "QUIT") == 0)
-        (void)read_reply(r, &quit, "QUIT");
-    r->broken = true;
+    /* The message is queued; the session may take another. */
+    r->idle = true;
+    r->messages++;
+    r->idle_since_ms = (int64_t)clock_mono_ms();
     return 0;
 }
 
-void reinject_close(struct reinject **r)
+void reinject_close(struct reinject **rp)
 {
-    if (*r == NULL)
+    struct reinject *r = *rp;
+    if (r == NULL)
         return;
-    conn_close(&(*r)->c);
-    free(*r);
-    *r = NULL;
+    /* Between transactions QUIT is a courtesy whose failure changes
+     * nothing; in the middle of one, the server must see the connection end
+     * without a final dot (and discard the message), so nothing is said. */
+    if (r->idle && !r->broken) {
+        struct reinject_reply quit;
+        if (put(r, "QUIT\r\n", 6, &quit, "QUIT") == 0 && flush(r, &quit, "QUIT") == 0)
+            (void)read_reply(r, &quit, "QUIT");
+    }
+    conn_close(&r->c);
+    free(r);
+    *rp = NULL;
+}
+
+/* -- sessions kept between requests ------------------------------------- */
+
+struct reinject_pool {
+    pthread_mutex_t mu;
+    size_t n;
+    struct reinject *kept[REINJECT_POOL_MAX]; /* the most recently used last */
+};
+
+struct reinject_pool *reinject_pool_new(void)
+{
+    struct reinject_pool *p = calloc(1, sizeof(*p));
+    if (p != NULL)
+        pthread_mutex_init(&p->mu, NULL);
+    return p;
+}
+
+void reinject_pool_free(struct reinject_pool **pp)
+{
+    struct reinject_pool *p = *pp;
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->n; i++)
+        reinject_close(&p->kept[i]);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+    *pp = NULL;
+}
+
+/* Whether a kept session may take another message now: young enough, not
+ * idle too long, and the server has said nothing since (a 421 before
+ * closing, or the end of the connection, would be waiting to be read). */
+static bool fit(struct reinject *r, int64_t now)
+{
+    if (now - r->idle_since_ms > REINJECT_KEEP_IDLE_MS || now - r->opened_ms > REINJECT_KEEP_AGE_MS ||
+        r->c.roff != r->c.rlen)
+        return false;
+    struct pollfd pfd = {.fd = r->c.fd, .events = POLLIN};
+    return poll(&pfd, 1, 0) == 0;
+}
+
+struct reinject *reinject_pool_take(struct reinject_pool *p, const struct reinject_config *cfg)
+{
+    struct reinject *got = NULL, *stale[REINJECT_POOL_MAX];
+    size_t nstale = 0;
+    int64_t now = (int64_t)clock_mono_ms();
+
+    if (p == NULL)
+        return NULL;
+    pthread_mutex_lock(&p->mu);
+    while (p->n > 0 && got == NULL) {
+        struct reinject *r = p->kept[--p->n];
+        if (r->port == cfg->port && strcmp(r->host, cfg->host) == 0 && fit(r, now))
+            got = r;
+        else
+            stale[nstale++] = r;
+    }
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < nstale; i++) {
+        stale[i]->broken = true; /* no QUIT: it may be gone already */
+        reinject_close(&stale[i]);
+    }
+    if (got != NULL) {
+        /* This use's deadline, and the limits of the request taking it. */
+        got->c.deadline = now + got->session_ms;
+        got->c.io_timeout_ms = cfg->timeout_ms;
+    }
+    return got;
+}
+
+void reinject_pool_put(struct reinject_pool *p, struct reinject **rp)
+{
+    struct reinject *r = *rp;
+    if (r == NULL)
+        return;
+    *rp = NULL;
+    if (p != NULL && r->idle && !r->broken && r->messages < REINJECT_KEEP_MESSAGES &&
+        (int64_t)clock_mono_ms() - r->opened_ms < REINJECT_KEEP_AGE_MS) {
+        pthread_mutex_lock(&p->mu);
+        if (p->n < REINJECT_POOL_MAX) {
+            p->kept[p->n++] = r;
+            r = NULL;
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+    reinject_close(&r);
 }

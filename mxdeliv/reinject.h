@@ -22,7 +22,16 @@
  * session whose data was not finished makes the server discard the message
  * (no final `.` was sent).
  *
- * Sessions are independent: one per thread at a time; nothing is global.
+ * Sessions are independent: one per thread at a time. A pool (thread-safe)
+ * keeps sessions that delivered for the next request, as Postfix's own
+ * smtp(8) keeps its connections: each saves the next request the connect,
+ * the greeting, EHLO and the receiving milter's set-up (bench/README.md).
+ * A session is kept only while every reply it got was the one expected,
+ * REINJECT_KEEP_IDLE_MS after its last message, REINJECT_KEEP_AGE_MS after
+ * its connect (so Postfix's new settings reach it after a reload) and for
+ * REINJECT_KEEP_MESSAGES messages; taken, it is used only when the server
+ * has said nothing since, and a request whose kept session fails before the
+ * server accepted anything starts again on a new one (mxdeliv/http.c).
  */
 #ifndef FILTERMAIL_MXDELIV_REINJECT_H
 #define FILTERMAIL_MXDELIV_REINJECT_H
@@ -44,6 +53,12 @@
  * wait, so it ends only a session something else failed to bound (a server
  * answering each of many recipients just within the timeout). */
 #define REINJECT_SESSION_MS (720 * 1000)
+
+/* Sessions kept at most, and for how long. */
+#define REINJECT_POOL_MAX 8
+#define REINJECT_KEEP_IDLE_MS 10000
+#define REINJECT_KEEP_AGE_MS 60000
+#define REINJECT_KEEP_MESSAGES 100
 
 struct reinject_reply {
     int code;                     /* 200-599 */
@@ -70,7 +85,7 @@ void reinject_helo_name(const char *ip, char *out, size_t outlen);
 /* Connects to cfg->host:cfg->port (every address the name resolves to,
  * RFC 8305 style: one after another, a failure or 250 ms starting the next),
  * reads the greeting and sends EHLO. Returns 0 and a session in
- * *r_r, or -1 with *reply set. cfg must outlive the session. */
+ * *r_r, or -1 with *reply set. cfg is needed only during the call. */
 int reinject_open(const struct reinject_config *cfg, struct reinject **r_r,
                   struct reinject_reply *reply);
 
@@ -91,10 +106,29 @@ int reinject_envelope(struct reinject *r, const char *sender, char *const *rcpts
 int reinject_write(struct reinject *r, const char *p, size_t n, struct reinject_reply *reply);
 
 /* Ends the data and reads the server's verdict. Returns 0 when it accepted
- * the message (*reply is its 2xx reply), or -1 with *reply. Then says QUIT. */
+ * the message (*reply is its 2xx reply; the session may take another
+ * envelope, or be kept, or closed), or -1 with *reply. */
 int reinject_finish(struct reinject *r, struct reinject_reply *reply);
 
-/* Closes the connection and frees the session; sets *r to NULL. NULL-safe. */
+/* Closes the connection (with QUIT between transactions; without, in the
+ * middle of one, so that the server discards it) and frees the session; sets
+ * *r to NULL. NULL-safe. */
 void reinject_close(struct reinject **r);
+
+struct reinject_pool;
+
+/* NULL when out of memory (then nothing is kept). */
+struct reinject_pool *reinject_pool_new(void);
+/* Closes every kept session (QUIT) and frees the pool. NULL-safe. */
+void reinject_pool_free(struct reinject_pool **p);
+
+/* A kept session to cfg's host and port that may take a message now, with
+ * cfg's timeout and a new session deadline, or NULL (open one). Kept
+ * sessions found unfit on the way are closed. p may be NULL. */
+struct reinject *reinject_pool_take(struct reinject_pool *p, const struct reinject_config *cfg);
+
+/* Keeps *r (after a successful reinject_finish, within the limits above,
+ * when there is room) or closes it; sets *r to NULL. p may be NULL. */
+void reinject_pool_put(struct reinject_pool *p, struct reinject **r);
 
 #endif

@@ -11,6 +11,7 @@ hide (raw bytes, timeouts, chunked bodies), then straight to mxdeliv.
 """
 import concurrent.futures
 import os
+import re
 import pathlib
 import shutil
 import signal
@@ -139,6 +140,24 @@ def test_encrypted_over_https_delivered():
     assert "(HTTP) MAIL FROM:<alice@remote.test>" in mx.log()
     # nginx's X-Real-IP names the sender in the log.
     assert "(HTTP) 200 250 OK (from 127.0.0.1 via 127.0.0.1," in mx.log()
+
+
+def test_sessions_to_postfix_are_kept():
+    """Requests one after another share one SMTP session to Postfix, as
+    smtp(8) keeps its connections: three messages, at most one new
+    connection (none when one kept from an earlier test is still fresh),
+    each queued and delivered."""
+    mark = len(relay.maillog())
+    tids = []
+    for _ in range(3):
+        data, tid = message()
+        expect(https(data), 200, "250 OK", "on a kept session")
+        tids.append(tid)
+    for tid in tids:
+        relay.wait_for_delivery(TWO, tid)
+    log = relay.maillog()[mark:]
+    assert len(re.findall(r"smtpd\[\d+\]: connect from", log)) <= 1, log
+    assert len(re.findall(r"smtpd\[\d+\]: [0-9A-F]+: client=", log)) == 3, log
 
 
 def test_two_recipients_and_null_sender():

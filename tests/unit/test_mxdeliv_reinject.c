@@ -192,6 +192,88 @@ static int transact(struct script *s, const struct reinject_config *cfg, const c
     return rc;
 }
 
+/* One message on r: envelope, data, final dot. */
+static int one_message(struct reinject *r, char *const *rcpts, struct reinject_reply *reply)
+{
+    static const char data[] = "Subject: x\r\n\r\nbody\r\n";
+    if (reinject_envelope(r, "a@example.org", rcpts, 1, reply) < 0 ||
+        reinject_write(r, data, strlen(data), reply) < 0)
+        return -1;
+    return reinject_finish(r, reply);
+}
+
+/* Kept sessions: two messages on one connection through the pool (QUIT
+ * only when the pool closes it); a session for another host or port, a
+ * broken one and one the server closed are not used again. */
+static void test_pool(void)
+{
+    struct script s = postfix();
+    struct reinject_reply reply;
+    char *rcpts[] = {"b@example.org"};
+    pthread_t t;
+    struct reinject *r = NULL;
+    struct reinject_pool *p = reinject_pool_new();
+
+    CHECK(reinject_pool_take(p, &client_cfg) == NULL);
+    CHECK_INT(reinject_open_fd(start(&s, &t), &client_cfg, &r, &reply), 0);
+    CHECK_INT(one_message(r, rcpts, &reply), 0);
+    reinject_pool_put(p, &r);
+    CHECK(r == NULL);
+    struct reinject_config other = client_cfg;
+    other.port = 26;
+    CHECK(reinject_pool_take(p, &other) == NULL); /* another port: closed, not used */
+    /* The pool dropped it (closed without QUIT): the server saw one message. */
+    pthread_join(t, NULL);
+    CHECK(strstr(s.got, "QUIT") == NULL);
+    CHECK(strstr(s.got, ".\r\n") != NULL);
+    stop(&s, t);
+
+    s = postfix();
+    CHECK_INT(reinject_open_fd(start(&s, &t), &client_cfg, &r, &reply), 0);
+    CHECK_INT(one_message(r, rcpts, &reply), 0);
+    reinject_pool_put(p, &r);
+    r = reinject_pool_take(p, &client_cfg);
+    CHECK(r != NULL);
+    if (r != NULL)
+        CHECK_INT(one_message(r, rcpts, &reply), 0);
+    reinject_pool_put(p, &r);
+    reinject_pool_free(&p); /* closes the kept session: QUIT */
+    CHECK(p == NULL);
+    pthread_join(t, NULL);
+    const char *first = strstr(s.got, "MAIL FROM");
+    CHECK(first != NULL && strstr(first + 1, "MAIL FROM") != NULL);
+    const char *ehlo = strstr(s.got, "EHLO"); /* one connection, one EHLO */
+    CHECK(ehlo != NULL && strstr(ehlo + 1, "EHLO") == NULL);
+    CHECK(strstr(s.got, "QUIT\r\n") != NULL);
+    stop(&s, t);
+
+    /* A refused recipient breaks the session: it is not kept. */
+    p = reinject_pool_new();
+    s = postfix();
+    s.rcpt_refuse = "bad";
+    s.rcpt_refused = "550 5.1.1 <bad@example.org>: Recipient address rejected\r\n";
+    char *bad[] = {"bad@example.org"};
+    CHECK_INT(reinject_open_fd(start(&s, &t), &client_cfg, &r, &reply), 0);
+    CHECK_INT(one_message(r, bad, &reply), -1);
+    CHECK_INT(reply.code, 550);
+    reinject_pool_put(p, &r);
+    CHECK(reinject_pool_take(p, &client_cfg) == NULL);
+    pthread_join(t, NULL);
+    stop(&s, t);
+
+    /* The server closed a kept session (its idle timeout): not taken. */
+    s = postfix();
+    int fd = start(&s, &t);
+    CHECK_INT(reinject_open_fd(fd, &client_cfg, &r, &reply), 0);
+    CHECK_INT(one_message(r, rcpts, &reply), 0);
+    reinject_pool_put(p, &r);
+    shutdown(s.fd, SHUT_RDWR); /* the server ends the connection */
+    pthread_join(t, NULL);
+    CHECK(reinject_pool_take(p, &client_cfg) == NULL);
+    stop(&s, t);
+    reinject_pool_free(&p);
+}
+
 static void test_session_pipelined(void)
 {
     struct script s = postfix();
@@ -549,5 +631,6 @@ int main(void)
     UNIT_RUN(test_session_deadline);
     UNIT_RUN(test_session_large);
     UNIT_RUN(test_open_tcp);
+    UNIT_RUN(test_pool);
     return unit_summary();
 }
