@@ -414,12 +414,19 @@ void reinject_pool_free(struct reinject_pool **pp)
     *pp = NULL;
 }
 
-/* Whether a kept session may take another message now: young enough, not
- * idle too long, and the server has said nothing since (a 421 before
- * closing, or the end of the connection, would be waiting to be read). */
+bool reinject_reusable(int64_t opened_ms, int64_t idle_since_ms, unsigned messages,
+                       int64_t now_ms)
+{
+    return messages < REINJECT_KEEP_MESSAGES && now_ms - opened_ms < REINJECT_KEEP_AGE_MS &&
+           now_ms - idle_since_ms < REINJECT_KEEP_IDLE_MS;
+}
+
+/* Whether a kept session may take another message now: within the limits,
+ * and the server has said nothing since (a 421 before closing, or the end
+ * of the connection, would be waiting to be read). */
 static bool fit(struct reinject *r, int64_t now)
 {
-    if (now - r->idle_since_ms > REINJECT_KEEP_IDLE_MS || now - r->opened_ms > REINJECT_KEEP_AGE_MS ||
+    if (!reinject_reusable(r->opened_ms, r->idle_since_ms, r->messages, now) ||
         r->c.roff != r->c.rlen)
         return false;
     struct pollfd pfd = {.fd = r->c.fd, .events = POLLIN};
@@ -461,8 +468,8 @@ void reinject_pool_put(struct reinject_pool *p, struct reinject **rp)
     if (r == NULL)
         return;
     *rp = NULL;
-    if (p != NULL && r->idle && !r->broken && r->messages < REINJECT_KEEP_MESSAGES &&
-        (int64_t)clock_mono_ms() - r->opened_ms < REINJECT_KEEP_AGE_MS) {
+    if (p != NULL && r->idle && !r->broken &&
+        reinject_reusable(r->opened_ms, r->idle_since_ms, r->messages, (int64_t)clock_mono_ms())) {
         pthread_mutex_lock(&p->mu);
         if (p->n < REINJECT_POOL_MAX) {
             p->kept[p->n++] = r;

@@ -115,6 +115,13 @@ int reinject_finish(struct reinject *r, struct reinject_reply *reply);
  * *r to NULL. NULL-safe. */
 void reinject_close(struct reinject **r);
 
+/* Pure: whether a session connected at opened_ms, between messages since
+ * idle_since_ms, that delivered messages, may take another at now_ms (all
+ * CLOCK_MONOTONIC ms): fewer than REINJECT_KEEP_MESSAGES, younger than
+ * REINJECT_KEEP_AGE_MS, idle less than REINJECT_KEEP_IDLE_MS. */
+bool reinject_reusable(int64_t opened_ms, int64_t idle_since_ms, unsigned messages,
+                       int64_t now_ms);
+
 struct reinject_pool;
 
 /* NULL when out of memory (then nothing is kept). */

@@ -192,6 +192,20 @@ static int transact(struct script *s, const struct reinject_config *cfg, const c
     return rc;
 }
 
+/* The limits of a kept session, at their edges. */
+static void test_reusable(void)
+{
+    const int64_t t = 1000000;
+    CHECK(reinject_reusable(t, t, 1, t));
+    CHECK(reinject_reusable(t, t, REINJECT_KEEP_MESSAGES - 1, t));
+    CHECK(!reinject_reusable(t, t, REINJECT_KEEP_MESSAGES, t));
+    CHECK(reinject_reusable(t, t, 1, t + REINJECT_KEEP_IDLE_MS - 1));
+    CHECK(!reinject_reusable(t, t, 1, t + REINJECT_KEEP_IDLE_MS));
+    /* Busy all the time, yet too old. */
+    CHECK(reinject_reusable(t, t + REINJECT_KEEP_AGE_MS - 1, 5, t + REINJECT_KEEP_AGE_MS - 1));
+    CHECK(!reinject_reusable(t, t + REINJECT_KEEP_AGE_MS, 5, t + REINJECT_KEEP_AGE_MS));
+}
+
 /* One message on r: envelope, data, final dot. */
 static int one_message(struct reinject *r, char *const *rcpts, struct reinject_reply *reply)
 {
@@ -631,6 +645,7 @@ int main(void)
     UNIT_RUN(test_session_deadline);
     UNIT_RUN(test_session_large);
     UNIT_RUN(test_open_tcp);
+    UNIT_RUN(test_reusable);
     UNIT_RUN(test_pool);
     return unit_summary();
 }
